@@ -1,0 +1,70 @@
+"""System checks for configuration mistakes. Ids are listed once in :data:`CHECK_IDS`."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from signalr_groups.conf import get_hub_settings
+
+#: Every check id with what it means.
+CHECK_IDS: Final = {
+    "signalr_groups.E001": "SIGNALR_GROUPS is invalid",
+    "signalr_groups.E002": "CHANNEL_LAYER names a layer missing from CHANNEL_LAYERS",
+    "signalr_groups.W001": "KEEP_ALIVE_INTERVAL is more than half the official clients' 30 s server timeout",
+    "signalr_groups.W002": "CLIENT_TIMEOUT is not longer than the clients' 15 s keep-alive interval",
+    "signalr_groups.W003": "the in-memory channel layer has a capacity below 1000",
+}
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Validate ``SIGNALR_GROUPS`` and its relation to ``CHANNEL_LAYERS``."""
+    try:
+        hub_settings = get_hub_settings()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="signalr_groups.E001")]
+    messages: list[checks.CheckMessage] = []
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    if hub_settings.channel_layer not in layers:
+        messages.append(
+            checks.Error(
+                f"SIGNALR_GROUPS['CHANNEL_LAYER'] is {hub_settings.channel_layer!r}, which CHANNEL_LAYERS does not define.",
+                hint="Add it to CHANNEL_LAYERS (channels.layers.InMemoryChannelLayer for one process, "
+                "channels_redis for several).",
+                id="signalr_groups.E002",
+            )
+        )
+    else:
+        config = layers[hub_settings.channel_layer]
+        if config.get("BACKEND") == "channels.layers.InMemoryChannelLayer":
+            capacity = (config.get("CONFIG") or {}).get("capacity", 100)
+            if capacity < 1000:
+                messages.append(
+                    checks.Warning(
+                        f"The in-memory channel layer has capacity {capacity}: bursts from other event loops "
+                        "beyond it are dropped silently by Channels.",
+                        hint='Set CHANNEL_LAYERS[...]["CONFIG"]["capacity"] to 1000 or more.',
+                        id="signalr_groups.W003",
+                    )
+                )
+    if hub_settings.keep_alive_interval > 15:
+        messages.append(
+            checks.Warning(
+                "SIGNALR_GROUPS['KEEP_ALIVE_INTERVAL'] is above 15 s: the official clients drop a server "
+                "that is silent for 30 s.",
+                id="signalr_groups.W001",
+            )
+        )
+    if hub_settings.client_timeout <= 15:
+        messages.append(
+            checks.Warning(
+                "SIGNALR_GROUPS['CLIENT_TIMEOUT'] is 15 s or less: the official clients ping every 15 s, "
+                "so idle clients would be dropped.",
+                id="signalr_groups.W002",
+            )
+        )
+    return messages

@@ -1,0 +1,144 @@
+"""The ``SIGNALR_GROUPS`` settings dict, read lazily and validated once.
+
+Never read at import time: :func:`get_hub_settings` merges the dict over :data:`DEFAULTS`
+on first use and caches the result; the cache is cleared whenever Django's settings change
+(``override_settings`` in tests).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+#: Every key ``SIGNALR_GROUPS`` accepts, with its default.
+DEFAULTS: Final[dict[str, Any]] = {
+    "CHANNEL_LAYER": "default",
+    "USER_ID_PROVIDER": "signalr_groups.users.default_user_id",
+    "DETAILED_ERRORS": False,
+    "KEEP_ALIVE_INTERVAL": 15.0,
+    "CLIENT_TIMEOUT": 30.0,
+    "HANDSHAKE_TIMEOUT": 15.0,
+    "MAX_MESSAGE_SIZE": 32 * 1024,
+    "MAX_GROUP_NAME_LENGTH": 256,
+    "MAX_PENDING_INVOCATIONS": 100,
+    "OUTBOX_MAX_BYTES": 1024 * 1024,
+    "NEGOTIATE_TOKEN_MAX_AGE": 60.0,
+    "GROUP_ACTION_TIMEOUT": 5.0,
+    "ALLOWED_ORIGINS": None,
+    "HEARTBEAT_INTERVAL": 1.0,
+    "LAYER_GROUP_REFRESH_INTERVAL": 3600.0,
+}
+
+_POSITIVE_NUMBERS: Final = (
+    "KEEP_ALIVE_INTERVAL",
+    "CLIENT_TIMEOUT",
+    "HANDSHAKE_TIMEOUT",
+    "NEGOTIATE_TOKEN_MAX_AGE",
+    "GROUP_ACTION_TIMEOUT",
+    "HEARTBEAT_INTERVAL",
+    "LAYER_GROUP_REFRESH_INTERVAL",
+)
+_POSITIVE_INTS: Final = (
+    "MAX_MESSAGE_SIZE",
+    "MAX_GROUP_NAME_LENGTH",
+    "MAX_PENDING_INVOCATIONS",
+    "OUTBOX_MAX_BYTES",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Validated ``SIGNALR_GROUPS`` values. Times are seconds, sizes bytes (see README)."""
+
+    channel_layer: str
+    user_id_provider: Callable[..., Any]
+    detailed_errors: bool
+    keep_alive_interval: float
+    client_timeout: float
+    handshake_timeout: float
+    max_message_size: int
+    max_group_name_length: int
+    max_pending_invocations: int
+    outbox_max_bytes: int
+    negotiate_token_max_age: float
+    group_action_timeout: float
+    allowed_origins: tuple[str, ...] | None
+    heartbeat_interval: float
+    layer_group_refresh_interval: float
+
+
+def _validate(raw: dict[str, Any]) -> HubSettings:
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SIGNALR_GROUPS has unknown key(s): {', '.join(unknown)}. Known keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    values = {**DEFAULTS, **raw}
+    for key in _POSITIVE_NUMBERS:
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be a positive number, got {value!r}.")
+    for key in _POSITIVE_INTS:
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be a positive integer, got {value!r}.")
+    if not isinstance(values["DETAILED_ERRORS"], bool):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['DETAILED_ERRORS'] must be True or False.")
+    if not isinstance(values["CHANNEL_LAYER"], str):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['CHANNEL_LAYER'] must be a channel layer alias (a string).")
+    origins = values["ALLOWED_ORIGINS"]
+    if origins is not None and (isinstance(origins, str) or not all(isinstance(item, str) for item in origins)):
+        raise ImproperlyConfigured(
+            "SIGNALR_GROUPS['ALLOWED_ORIGINS'] must be None (use ALLOWED_HOSTS) or a list of origins "
+            "such as 'https://example.com'."
+        )
+    provider = values["USER_ID_PROVIDER"]
+    if isinstance(provider, str):
+        try:
+            provider = import_string(provider)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"SIGNALR_GROUPS['USER_ID_PROVIDER'] = {values['USER_ID_PROVIDER']!r} cannot be imported: {exc}"
+            ) from exc
+    if not callable(provider):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['USER_ID_PROVIDER'] must be a callable or its import path.")
+    return HubSettings(
+        channel_layer=values["CHANNEL_LAYER"],
+        user_id_provider=provider,
+        detailed_errors=values["DETAILED_ERRORS"],
+        keep_alive_interval=float(values["KEEP_ALIVE_INTERVAL"]),
+        client_timeout=float(values["CLIENT_TIMEOUT"]),
+        handshake_timeout=float(values["HANDSHAKE_TIMEOUT"]),
+        max_message_size=values["MAX_MESSAGE_SIZE"],
+        max_group_name_length=values["MAX_GROUP_NAME_LENGTH"],
+        max_pending_invocations=values["MAX_PENDING_INVOCATIONS"],
+        outbox_max_bytes=values["OUTBOX_MAX_BYTES"],
+        negotiate_token_max_age=float(values["NEGOTIATE_TOKEN_MAX_AGE"]),
+        group_action_timeout=float(values["GROUP_ACTION_TIMEOUT"]),
+        allowed_origins=None if origins is None else tuple(origins),
+        heartbeat_interval=float(values["HEARTBEAT_INTERVAL"]),
+        layer_group_refresh_interval=float(values["LAYER_GROUP_REFRESH_INTERVAL"]),
+    )
+
+
+@functools.cache
+def get_hub_settings() -> HubSettings:
+    """Return the validated settings; raises ``ImproperlyConfigured`` on a bad ``SIGNALR_GROUPS``."""
+    raw = getattr(settings, "SIGNALR_GROUPS", None) or {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured("SIGNALR_GROUPS must be a dict.")
+    return _validate(raw)
+
+
+@receiver(setting_changed)
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SIGNALR_GROUPS":
+        get_hub_settings.cache_clear()

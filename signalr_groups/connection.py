@@ -1,0 +1,471 @@
+"""One client connection: handshake, message loop, invocations, keep-alive and a bounded outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from channels.db import database_sync_to_async
+
+from signalr_groups.clients import HubCallerClients
+from signalr_groups.conf import HubSettings
+from signalr_groups.context import HubCallerContext
+from signalr_groups.exceptions import HandshakeError, HubError, PayloadError, ProtocolError
+from signalr_groups.groups import GroupManager
+from signalr_groups.hub import Hub
+from signalr_groups.lifetime import HubLifetimeManager
+from signalr_groups.protocol.handshake import HANDSHAKE_OK, parse_handshake, write_handshake_error
+from signalr_groups.protocol.json import (
+    PING_RECORD,
+    RecordReader,
+    parse_message,
+    write_close,
+    write_completion,
+)
+from signalr_groups.protocol.messages import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    InvocationMessage,
+    PingMessage,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+
+GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
+#: Records are batched into one frame up to about this many characters.
+_BATCH_CHARS: Final = 64 * 1024
+
+
+class ConnectionClosedError(Exception):
+    """Passed to ``on_disconnected`` when a connection ended without a clean close."""
+
+
+class HubConnection:
+    """The server side of one client connection (transport-independent beyond ASGI send/receive)."""
+
+    def __init__(
+        self,
+        *,
+        hub: type[Hub],
+        scope: dict[str, Any],
+        send: ASGISend,
+        settings: HubSettings,
+        connection_id: str,
+        user: Any,
+        user_identifier: str | None,
+        manager: HubLifetimeManager,
+    ) -> None:
+        self.hub = hub
+        self.scope = scope
+        self.settings = settings
+        self.connection_id = connection_id
+        self.user = user
+        self.user_identifier = user_identifier
+        self.manager = manager
+        self.context = HubCallerContext(
+            connection_id=connection_id,
+            user=user,
+            user_identifier=user_identifier,
+            scope=scope,
+            abort=lambda: self.abort(None, False),
+        )
+        self._send = send
+        self._outbox: deque[str | None] = deque()
+        self._outbox_chars = 0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closing = False
+        self._close_queued = False
+        self._close_exception: BaseException | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._invocations: deque[InvocationMessage | StreamInvocationMessage] = deque()
+        self._in_flight: set[str] = set()
+        self._worker: asyncio.Task[None] | None = None
+        now = time.monotonic()
+        self.last_write = now
+        self.last_receive = now
+        self.client_pinged = False
+
+    # ------------------------------------------------------------------ outgoing
+
+    def deliver(self, record: str) -> None:
+        """Queue a serialized record; close the connection if its outbox overflows."""
+        if self._closing:
+            return
+        self._outbox.append(record)
+        self._outbox_chars += len(record)
+        if self._outbox_chars > self.settings.outbox_max_bytes:
+            logger.warning(
+                "signalr_groups: connection %s is not reading; its outbox passed %d bytes, closing it",
+                self.connection_id,
+                self.settings.outbox_max_bytes,
+            )
+            self._begin_close(
+                f"{GENERIC_CLOSE_ERROR} The client did not read its messages fast enough.",
+                True,
+                ConnectionClosedError("outbox overflow"),
+                discard_pending=True,
+            )
+            return
+        self._wake.set()
+
+    def _begin_close(
+        self,
+        error: str | None,
+        allow_reconnect: bool | None,
+        exception: BaseException | None,
+        *,
+        discard_pending: bool = False,
+        send_close_message: bool = True,
+    ) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._close_exception = exception
+        if discard_pending:
+            self._outbox.clear()
+            self._outbox_chars = 0
+        if send_close_message:
+            self._outbox.append(write_close(error, allow_reconnect))
+        self._outbox.append(None)
+        self._close_queued = True
+        self._wake.set()
+        self._stop.set()
+
+    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
+        """Close the connection: a Close message (with ``error``), then a WebSocket close 1000."""
+        self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"))
+
+    def heartbeat(self, now: float) -> None:
+        """Called about once a second: ping an idle client, close one that has gone silent."""
+        if self._closing:
+            return
+        settings = self.settings
+        if self.client_pinged and now - self.last_receive > settings.client_timeout:
+            self._begin_close(
+                f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
+                True,
+                ConnectionClosedError("client timeout"),
+            )
+            return
+        if not self._outbox and now - self.last_write >= settings.keep_alive_interval:
+            self.deliver(PING_RECORD)
+
+    async def _write_loop(self) -> None:
+        outbox = self._outbox
+        try:
+            while True:
+                if not outbox:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                parts: list[str] = []
+                size = 0
+                close_after = False
+                while outbox:
+                    item = outbox.popleft()
+                    if item is None:
+                        close_after = True
+                        break
+                    parts.append(item)
+                    size += len(item)
+                    if size >= _BATCH_CHARS:
+                        break
+                self._outbox_chars = max(0, self._outbox_chars - size)
+                if parts:
+                    self.last_write = time.monotonic()
+                    await self._send({"type": "websocket.send", "text": "".join(parts)})
+                if close_after:
+                    await self._send({"type": "websocket.close", "code": 1000})
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the transport is gone
+            logger.debug("signalr_groups: writing to %s failed: %r", self.connection_id, exc)
+            self._closing = True
+            self._stop.set()
+
+    # ------------------------------------------------------------------ the connection's life
+
+    async def handshake(self, receive: ASGIReceive, reader: RecordReader) -> list[str] | None:
+        """Read and answer the handshake; return the records that followed it, or None on failure."""
+        deadline = time.monotonic() + self.settings.handshake_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                logger.info("signalr_groups: no handshake within %gs; closing", self.settings.handshake_timeout)
+                await self._send({"type": "websocket.close", "code": 1000})
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            text = self._frame_text(message)
+            if text is None:
+                await self._send_raw_and_close(write_handshake_error("Handshake was canceled."))
+                return None
+            records, error = reader.feed(text)
+            if records:
+                try:
+                    parse_handshake(records[0])
+                except HandshakeError as exc:
+                    await self._send_raw_and_close(write_handshake_error(str(exc)))
+                    return None
+                await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
+                self.last_write = self.last_receive = time.monotonic()
+                if error is not None:
+                    self.deliver_close_for(error)
+                return records[1:]
+            if error is not None:
+                await self._send_raw_and_close(write_handshake_error("Handshake was canceled."))
+                return None
+
+    async def _send_raw_and_close(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+        await self._send({"type": "websocket.close", "code": 1000})
+
+    @staticmethod
+    def _frame_text(message: dict[str, Any]) -> str | None:
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        data = message.get("bytes")
+        if data is None:
+            return ""
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def deliver_close_for(self, error: ProtocolError) -> None:
+        """Close after a protocol error: Close message with the reason, reconnect allowed (as ASP.NET)."""
+        logger.info("signalr_groups: protocol error on %s: %s", self.connection_id, error)
+        self._begin_close(f"{GENERIC_CLOSE_ERROR} {type(error).__name__}: {error}", True, error)
+
+    async def run(self, receive: ASGIReceive) -> None:
+        """Serve the connection until it closes: handshake, registration, the message loop, cleanup."""
+        reader = RecordReader(self.settings.max_message_size)
+        pending = await self.handshake(receive, reader)
+        if pending is None:
+            return
+        self._writer = asyncio.ensure_future(self._write_loop())
+        registered = False
+        try:
+            await self.manager.connect(self)
+            registered = True
+            if not self._closing:
+                try:
+                    await self._call_lifecycle("on_connected")
+                except Exception:
+                    logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
+                    self._begin_close(self._error_text("on_connected", None), False, None)
+            if not self._closing:
+                self._handle_records(pending)
+            await self._message_loop(receive, reader)
+        finally:
+            await self._teardown(registered)
+
+    async def _message_loop(self, receive: ASGIReceive, reader: RecordReader) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._closing:
+                next_message = asyncio.ensure_future(receive())
+                done, _ = await asyncio.wait({next_message, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if next_message not in done:
+                    next_message.cancel()
+                    break
+                message = next_message.result()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code", 1005)
+                    self._closing = True
+                    if code not in (1000, 1001):
+                        self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
+                    break
+                self.last_receive = time.monotonic()
+                text = self._frame_text(message)
+                if text is None:
+                    self.deliver_close_for(ProtocolError("A binary frame is not valid UTF-8."))
+                    break
+                records, error = reader.feed(text)
+                self._handle_records(records)
+                if error is not None:
+                    self.deliver_close_for(error)
+        finally:
+            stop.cancel()
+
+    def _handle_records(self, records: list[str]) -> None:
+        for record in records:
+            if self._closing:
+                return
+            try:
+                message = parse_message(record)
+                self._dispatch(message)
+            except ProtocolError as exc:
+                self.deliver_close_for(exc)
+                return
+
+    def _dispatch(self, message: Any) -> None:
+        if message is None or isinstance(message, (PingMessage, AckMessage, SequenceMessage)):
+            if isinstance(message, PingMessage):
+                self.client_pinged = True
+            return
+        if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
+            invocation_id = message.invocation_id
+            if invocation_id is not None:
+                if invocation_id in self._in_flight:
+                    raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
+                self._in_flight.add(invocation_id)
+            if len(self._invocations) >= self.settings.max_pending_invocations:
+                raise ProtocolError(
+                    f"Too many pending invocations (more than {self.settings.max_pending_invocations})."
+                )
+            self._invocations.append(message)
+            if self._worker is None:
+                self._worker = asyncio.ensure_future(self._invoke_loop())
+            return
+        if isinstance(message, CloseMessage):
+            self._begin_close(None, None, None, send_close_message=False)
+            return
+        if isinstance(message, CancelInvocationMessage):
+            return  # no streams yet: a cancel for an unknown id is ignored, as the spec says
+        if isinstance(message, (CompletionMessage, StreamItemMessage)):
+            raise ProtocolError(f"Received a message for unknown invocation ID '{message.invocation_id}'.")
+
+    # ------------------------------------------------------------------ invocations
+
+    def _make_hub(self) -> Hub:
+        hub = self.hub()
+        hub.context = self.context
+        hub.clients = HubCallerClients(self.manager.hub_key, self.connection_id)
+        hub.groups = GroupManager(self.manager.hub_key)
+        return hub
+
+    async def _call_lifecycle(self, name: str, *args: Any) -> None:
+        function = getattr(self._make_hub(), name)
+        if inspect.iscoroutinefunction(function):
+            await function(*args)
+        else:
+            await database_sync_to_async(function)(*args)
+
+    def _error_text(self, target: str, exc: BaseException | None) -> str:
+        if target == "on_connected":
+            base = GENERIC_CLOSE_ERROR
+        else:
+            base = f"An unexpected error occurred invoking '{target}' on the server."
+        if isinstance(exc, HubError):
+            return f"{base} HubException: {exc}"
+        if exc is not None and self.settings.detailed_errors:
+            return f"{base} {type(exc).__name__}: {exc}"
+        return base
+
+    async def _invoke_loop(self) -> None:
+        try:
+            while self._invocations and not self._closing:
+                message = self._invocations.popleft()
+                try:
+                    await self._invoke(message)
+                finally:
+                    if message.invocation_id is not None:
+                        self._in_flight.discard(message.invocation_id)
+        finally:
+            self._worker = None
+
+    def _complete(self, invocation_id: str | None, **kwargs: Any) -> None:
+        if invocation_id is None:
+            return
+        try:
+            record = write_completion(invocation_id, **kwargs)
+        except PayloadError as exc:
+            logger.error("signalr_groups: the result of invocation %s cannot be sent: %s", invocation_id, exc)
+            record = write_completion(invocation_id, error=self._error_text_for_payload(exc))
+        self.deliver(record)
+
+    def _error_text_for_payload(self, exc: PayloadError) -> str:
+        base = "The hub method's result could not be serialized."
+        return f"{base} {exc}" if self.settings.detailed_errors else base
+
+    async def _invoke(self, message: InvocationMessage | StreamInvocationMessage) -> None:
+        target = message.target
+        invocation_id = message.invocation_id
+        method = self.hub.find_method(target)
+        if method is None:
+            logger.info("signalr_groups: unknown hub method %r", target)
+            self._complete(invocation_id, error=f"Unknown hub method '{target}'")
+            return
+        if isinstance(message, StreamInvocationMessage):
+            self._complete(
+                invocation_id,
+                error=f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.",
+            )
+            return
+        problem = method.binding_error(message.arguments)
+        if message.stream_ids:
+            problem = f"Client sent {len(message.stream_ids)} stream(s), Hub method expects 0."
+        if problem is not None:
+            logger.info("signalr_groups: failed to invoke %r: %s", target, problem)
+            text = f"Failed to invoke '{target}' due to an error on the server."
+            if self.settings.detailed_errors:
+                text = f"{text} InvalidDataException: {problem}"
+            self._complete(invocation_id, error=text)
+            return
+        function = getattr(self._make_hub(), method.python_name)
+        try:
+            if method.is_async:
+                result = await function(*message.arguments)
+            else:
+                result = await database_sync_to_async(function)(*message.arguments)
+        except asyncio.CancelledError:
+            raise
+        except HubError as exc:
+            self._complete(invocation_id, error=self._error_text(target, exc))
+            return
+        except Exception as exc:
+            logger.exception("signalr_groups: hub method %r raised", target)
+            self._complete(invocation_id, error=self._error_text(target, exc))
+            return
+        self._complete(invocation_id, result=result, has_result=True)
+
+    # ------------------------------------------------------------------ cleanup
+
+    async def _teardown(self, registered: bool) -> None:
+        self._closing = True
+        worker = self._worker
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+        self._invocations.clear()
+        if registered:
+            try:
+                await self.manager.disconnect(self)
+            except Exception:
+                logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
+            try:
+                await self._call_lifecycle("on_disconnected", self._close_exception)
+            except Exception:
+                logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
+        writer = self._writer
+        if writer is not None:
+            if self._close_queued and not writer.done():
+                self._wake.set()
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), 5.0)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer

@@ -1,0 +1,117 @@
+"""The WebSocket endpoint of a hub: an ASGI application for Channels' ``URLRouter``.
+
+It checks the Origin and the negotiate token before accepting, resolves the user identifier,
+then hands the socket to a :class:`~signalr_groups.connection.HubConnection`. It is a plain
+ASGI app rather than a Channels consumer class: fan-out never goes through a per-connection
+channel-layer channel, so there is nothing for a consumer's dispatch to do but add a thread hop
+per message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from signalr_groups.conf import get_hub_settings
+from signalr_groups.connection import ASGIReceive, ASGISend, HubConnection
+from signalr_groups.hub import Hub
+from signalr_groups.lifetime import get_manager
+from signalr_groups.origin import origin_allowed
+from signalr_groups.tokens import claim, new_connection_id, resolve
+
+logger = logging.getLogger(__name__)
+
+
+def query_param(scope: dict[str, Any], name: str) -> str | None:
+    """The first value of a query parameter, matching its name case-insensitively (as ASP.NET Core)."""
+    raw = scope.get("query_string", b"")
+    try:
+        params = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return None
+    wanted = name.lower()
+    for key, values in params.items():
+        if key.lower() == wanted and values:
+            return values[0]
+    return None
+
+
+async def _deny(scope: dict[str, Any], send: ASGISend, status: int, reason: str) -> None:
+    """Refuse the upgrade: with ``status`` where the server supports denial responses, else 403."""
+    logger.info("signalr_groups: refused a WebSocket to %s: %s %s", scope.get("path"), status, reason)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": reason.encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class HubConsumer:
+    """ASGI app serving one hub over WebSockets: ``HubConsumer.as_asgi(ChatHub)``."""
+
+    def __init__(self, hub: type[Hub]) -> None:
+        self.hub = hub
+
+    @classmethod
+    def as_asgi(cls, hub: type[Hub]) -> HubConsumer:
+        """Return the ASGI application for ``hub`` (for ``URLRouter``)."""
+        if not (isinstance(hub, type) and issubclass(hub, Hub)):
+            raise TypeError(f"HubConsumer.as_asgi() needs a Hub subclass, not {hub!r}.")
+        return cls(hub)
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        """Serve one WebSocket connection."""
+        if scope["type"] != "websocket":
+            raise ValueError(f"{type(self).__name__} serves WebSocket connections only, not {scope['type']!r}.")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        settings = get_hub_settings()
+        hub_key = self.hub.hub_key()
+        if not origin_allowed(scope):
+            await _deny(scope, send, 403, "Origin not allowed.")
+            return
+        user = scope.get("user")
+        manager = get_manager(hub_key, create=True)
+        if manager is None:  # pragma: no cover - create=True always returns one
+            raise RuntimeError("no lifetime manager")
+        token = query_param(scope, "id")
+        if token is None:
+            connection_id = new_connection_id()  # skipNegotiation: the socket is the connection
+        else:
+            resolved = resolve(hub_key, user, token, settings.negotiate_token_max_age)
+            if resolved is None:
+                await _deny(scope, send, 404, "No Connection with that ID")
+                return
+            if resolved in manager.connections:
+                await _deny(scope, send, 409, "Connection ID already in use")
+                return
+            if not claim(token, settings.negotiate_token_max_age):
+                await _deny(scope, send, 404, "No Connection with that ID")
+                return
+            connection_id = resolved
+        user_identifier = settings.user_id_provider(user, scope)
+        if inspect.isawaitable(user_identifier):
+            user_identifier = await user_identifier
+        if user_identifier is not None and not isinstance(user_identifier, str):
+            user_identifier = str(user_identifier)
+        await send({"type": "websocket.accept"})
+        connection = HubConnection(
+            hub=self.hub,
+            scope=scope,
+            send=send,
+            settings=settings,
+            connection_id=connection_id,
+            user=user,
+            user_identifier=user_identifier,
+            manager=manager,
+        )
+        await connection.run(receive)

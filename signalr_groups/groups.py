@@ -1,0 +1,25 @@
+"""Group membership: ``groups.add_to_group(connection_id, name)`` and ``remove_from_group``."""
+
+from __future__ import annotations
+
+from signalr_groups.sending import group_action
+
+
+class GroupManager:
+    """Adds connections to groups and removes them (``IGroupManager``), on any server.
+
+    Both calls are idempotent; a connection can be in any number of groups and leaves them all
+    when it disconnects. Group names are scoped to the hub: "lobby" of one hub is not "lobby"
+    of another.
+    """
+
+    def __init__(self, hub_key: str) -> None:
+        self._hub_key = hub_key
+
+    async def add_to_group(self, connection_id: str, group_name: str) -> bool:
+        """Add a connection to a group; True once done, False if no server has that connection."""
+        return await group_action(self._hub_key, "add", connection_id, group_name)
+
+    async def remove_from_group(self, connection_id: str, group_name: str) -> bool:
+        """Remove a connection from a group; True once done, False if no server has that connection."""
+        return await group_action(self._hub_key, "remove", connection_id, group_name)

@@ -1,0 +1,303 @@
+"""The lifetime manager: this process's connections of one hub, and the fan-out path.
+
+There is one :class:`HubLifetimeManager` per hub per event loop (in a server process: one per
+hub). It keeps a local registry (connection id -> connection, group -> ids, user -> ids) and
+one channel-layer channel. That channel joins a layer group for the hub as a whole, and one for
+each hub group and user that has at least one local connection, so a send from anywhere costs
+one layer message per receiving *process*, never one per member. Delivery to local members is
+an in-process loop that appends one pre-serialized record to each connection's outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from typing import Any, Final, Protocol
+
+from signalr_groups.addressing import Address
+from signalr_groups.conf import get_hub_settings
+from signalr_groups.layers import get_layer, may_have_other_members
+from signalr_groups.naming import layer_group_name
+
+logger = logging.getLogger(__name__)
+
+#: Channel-layer message types (handled by the manager's receive loop).
+SEND: Final = "signalr.send"
+GROUP_ACTION: Final = "signalr.group_action"
+ACK: Final = "signalr.ack"
+ABORT: Final = "signalr.abort"
+
+
+class LocalConnection(Protocol):
+    """What the manager needs from a connection of this process."""
+
+    connection_id: str
+    user_identifier: str | None
+
+    def deliver(self, record: str) -> None:
+        """Queue one serialized record for this connection, without waiting."""
+
+    def heartbeat(self, now: float) -> None:
+        """Send a keep-alive ping or time the connection out, as due at monotonic time ``now``."""
+
+    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
+        """Close the connection with a Close message."""
+
+
+class HubLifetimeManager:
+    """Local registry and fan-out for one hub in one event loop; see the module docstring."""
+
+    def __init__(self, hub_key: str, layer: Any) -> None:
+        self.hub_key = hub_key
+        self.layer = layer
+        self.connections: dict[str, LocalConnection] = {}
+        self.groups: dict[str, set[str]] = {}
+        self.users: dict[str, set[str]] = {}
+        self.connection_groups: dict[str, set[str]] = {}
+        self.channel_name: str | None = None
+        self.all_group = layer_group_name(hub_key, "all", "")
+        self._joined: set[str] = set()
+        self._layer_locks: dict[str, asyncio.Lock] = {}
+        self._lifecycle = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """True while the manager has a layer channel and its background tasks run."""
+        return self._running
+
+    async def _start(self) -> None:
+        if self.layer is not None:
+            self.channel_name = await self.layer.new_channel()
+            await self.layer.group_add(self.all_group, self.channel_name)
+            self._joined.add(self.all_group)
+            self._tasks.append(asyncio.ensure_future(self._receive_loop()))
+        self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+        self._running = True
+
+    async def _stop(self) -> None:
+        self._running = False
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.layer is not None and self.channel_name is not None:
+            for group in list(self._joined):
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group, self.channel_name)
+        self._joined.clear()
+        self._layer_locks.clear()
+        self.channel_name = None
+
+    async def connect(self, connection: LocalConnection) -> None:
+        """Register a connection after its handshake: it joins the hub and its user's group."""
+        async with self._lifecycle:
+            if not self._running:
+                await self._start()
+            self.connections[connection.connection_id] = connection
+            self.connection_groups[connection.connection_id] = set()
+            user = connection.user_identifier
+            if user is not None:
+                self.users.setdefault(user, set()).add(connection.connection_id)
+        if user is not None:
+            await self._sync_layer_group("user", user)
+
+    async def disconnect(self, connection: LocalConnection) -> None:
+        """Remove a connection from the hub, its groups and its user; stop when the last one leaves."""
+        connection_id = connection.connection_id
+        if self.connections.get(connection_id) is not connection:
+            return
+        del self.connections[connection_id]
+        for group in self.connection_groups.pop(connection_id, set()):
+            members = self.groups.get(group)
+            if members is not None:
+                members.discard(connection_id)
+                if not members:
+                    del self.groups[group]
+                    await self._sync_layer_group("group", group)
+        user = connection.user_identifier
+        if user is not None:
+            members = self.users.get(user)
+            if members is not None:
+                members.discard(connection_id)
+                if not members:
+                    del self.users[user]
+                    await self._sync_layer_group("user", user)
+        if not self.connections:
+            async with self._lifecycle:
+                if not self.connections and self._running:
+                    await self._stop()
+
+    # ------------------------------------------------------------------ groups
+
+    async def add_local(self, connection_id: str, group: str) -> bool:
+        """Add a local connection to a group (idempotent); False if it is not on this process."""
+        groups_of = self.connection_groups.get(connection_id)
+        if groups_of is None:
+            return False
+        groups_of.add(group)
+        members = self.groups.setdefault(group, set())
+        members.add(connection_id)
+        await self._sync_layer_group("group", group)
+        return True
+
+    async def remove_local(self, connection_id: str, group: str) -> bool:
+        """Remove a local connection from a group (idempotent); False if it is not on this process."""
+        groups_of = self.connection_groups.get(connection_id)
+        if groups_of is None:
+            return False
+        groups_of.discard(group)
+        members = self.groups.get(group)
+        if members is not None:
+            members.discard(connection_id)
+            if not members:
+                del self.groups[group]
+        await self._sync_layer_group("group", group)
+        return True
+
+    async def _sync_layer_group(self, kind: str, name: str) -> None:
+        """Make this process's layer membership match the local registry (serialized per group)."""
+        if self.layer is None or self.channel_name is None:
+            return
+        layer_group = layer_group_name(self.hub_key, kind, name)
+        lock = self._layer_locks.setdefault(layer_group, asyncio.Lock())
+        async with lock:
+            # Read the wish under the lock: the registry may have changed while we waited.
+            wanted = name in (self.groups if kind == "group" else self.users)
+            joined = layer_group in self._joined
+            if wanted and not joined:
+                await self.layer.group_add(layer_group, self.channel_name)
+                self._joined.add(layer_group)
+            elif not wanted and joined:
+                self._joined.discard(layer_group)
+                await self.layer.group_discard(layer_group, self.channel_name)
+        if not lock.locked():
+            self._layer_locks.pop(layer_group, None)
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver_local(self, address: Address, record: str) -> int:
+        """Append ``record`` to the outbox of every local recipient; return how many got it."""
+        exclude = address.exclude
+        connections = self.connections
+        ids: Any
+        if address.kind == "all":
+            ids = connections
+        elif address.kind == "connections":
+            ids = address.names
+        else:
+            index = self.groups if address.kind == "groups" else self.users
+            if len(address.names) == 1:
+                ids = index.get(address.names[0], ())
+            else:
+                ids = set().union(*(index.get(name, ()) for name in address.names))
+        count = 0
+        for connection_id in ids:
+            if exclude and connection_id in exclude:
+                continue
+            connection = connections.get(connection_id)
+            if connection is not None:
+                connection.deliver(record)
+                count += 1
+        return count
+
+    def needs_layer(self, address: Address) -> bool:
+        """Whether a send from this process must also cross the channel layer."""
+        if self.layer is None:
+            return False
+        if address.kind == "connections" and all(name in self.connections for name in address.names):
+            return False
+        return may_have_other_members(self.layer, address.layer_group(self.hub_key), self.channel_name)
+
+    # ------------------------------------------------------------------ background tasks
+
+    async def _receive_loop(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("signalr_groups: receiving from the channel layer failed; retrying in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            try:
+                await self.handle_layer_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("signalr_groups: a channel-layer message could not be handled")
+
+    async def handle_layer_message(self, message: dict[str, Any]) -> None:
+        """Apply one message from the layer: a send, a group action, or an abort."""
+        kind = message.get("type")
+        if kind == SEND:
+            if message.get("origin") == self.channel_name:
+                return
+            self.deliver_local(Address.from_wire(message["address"]), message["payload"])
+        elif kind == GROUP_ACTION:
+            connection_id = message["connection_id"]
+            if connection_id not in self.connections:
+                return
+            if message["action"] == "add":
+                await self.add_local(connection_id, message["group"])
+            else:
+                await self.remove_local(connection_id, message["group"])
+            reply_to = message.get("reply_to")
+            if reply_to:
+                await self.layer.send(reply_to, {"type": ACK, "connection_id": connection_id})
+        elif kind == ABORT:
+            connection = self.connections.get(message["connection_id"])
+            if connection is not None:
+                connection.abort(message.get("error"), message.get("allow_reconnect"))
+                reply_to = message.get("reply_to")
+                if reply_to:
+                    await self.layer.send(reply_to, {"type": ACK, "connection_id": connection.connection_id})
+
+    async def _heartbeat_loop(self) -> None:
+        settings = get_hub_settings()
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval)
+            now = time.monotonic()
+            for connection in list(self.connections.values()):
+                try:
+                    connection.heartbeat(now)
+                except Exception:
+                    logger.exception("signalr_groups: heartbeat failed for connection %s", connection.connection_id)
+            if self.layer is not None and now - last_refresh >= settings.layer_group_refresh_interval:
+                # channels-redis expires memberships after group_expiry: refresh the live ones.
+                last_refresh = now
+                for group in list(self._joined):
+                    with contextlib.suppress(Exception):
+                        await self.layer.group_add(group, self.channel_name)
+
+
+_managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, HubLifetimeManager]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_manager(hub_key: str, *, create: bool = False) -> HubLifetimeManager | None:
+    """Return the manager of ``hub_key`` for the running event loop (creating it if asked)."""
+    loop = asyncio.get_running_loop()
+    managers = _managers.get(loop)
+    if managers is None:
+        if not create:
+            return None
+        managers = _managers[loop] = {}
+    manager = managers.get(hub_key)
+    if manager is None and create:
+        manager = managers[hub_key] = HubLifetimeManager(hub_key, get_layer())
+    return manager

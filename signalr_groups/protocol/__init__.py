@@ -1,0 +1,1 @@
+"""The SignalR hub protocol: message types, the JSON encoding and the handshake."""

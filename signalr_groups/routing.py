@@ -1,0 +1,34 @@
+"""URL helpers: one call for the negotiate view (Django urls) and one for the socket (Channels routing).
+
+::
+
+    # urls.py
+    urlpatterns = [negotiate_path("chatHub", ChatHub), ...]
+    # asgi.py
+    websocket_urlpatterns = [websocket_path("chatHub", ChatHub)]
+"""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path
+
+from signalr_groups.consumer import HubConsumer
+from signalr_groups.hub import Hub
+from signalr_groups.views import negotiate_view
+
+
+def _route(route: str) -> str:
+    route = route.strip("/")
+    if not route:
+        raise ValueError("A hub route must not be empty.")
+    return route
+
+
+def negotiate_path(route: str, hub: type[Hub]) -> URLPattern:
+    """The Django URL pattern for ``POST <route>/negotiate``."""
+    return path(f"{_route(route)}/negotiate", negotiate_view(hub), name=f"signalr-negotiate-{_route(route)}")
+
+
+def websocket_path(route: str, hub: type[Hub]) -> URLPattern:
+    """The Channels ``URLRouter`` pattern for the hub's WebSocket at ``<route>``."""
+    return path(_route(route), HubConsumer.as_asgi(hub))

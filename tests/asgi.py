@@ -1,0 +1,27 @@
+"""ASGI application of the test project (what the live daphne serves)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from hubproject.chat.hubs import ChatHub  # noqa: E402
+from signalr_groups.routing import websocket_path  # noqa: E402
+from tests.hubs import InteropHub, OtherHub  # noqa: E402
+
+websocket_urlpatterns = [
+    websocket_path("interop", InteropHub),
+    websocket_path("other", OtherHub),
+    websocket_path("chatHub", ChatHub),
+]
+
+application = ProtocolTypeRouter(
+    {"http": django_asgi_app, "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns))}
+)

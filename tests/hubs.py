@@ -1,0 +1,139 @@
+"""Hubs used by the tests: every clients.* target, groups, errors, sync methods."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from signalr_groups import Hub, HubError, hub_method
+
+
+class InteropHub(Hub):
+    """Exposes each SignalR send target; clients receive ``Receive(kind, message)``."""
+
+    hub_name = "interop"
+
+    async def on_connected(self) -> None:
+        self.context.items["calls"] = 0
+
+    @hub_method
+    async def echo(self, value: Any) -> Any:
+        return value
+
+    @hub_method
+    async def get_connection_id(self) -> str:
+        return self.context.connection_id
+
+    @hub_method
+    async def get_user_identifier(self) -> str | None:
+        return self.context.user_identifier
+
+    @hub_method
+    async def count_calls(self) -> int:
+        self.context.items["calls"] += 1
+        return int(self.context.items["calls"])
+
+    @hub_method
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    @hub_method
+    async def nothing(self) -> None:
+        return None
+
+    @hub_method(name="Renamed")
+    async def method_with_explicit_name(self) -> str:
+        return "renamed"
+
+    async def not_exposed(self) -> str:
+        return "must not be callable"
+
+    @hub_method
+    def sync_echo(self, value: Any) -> dict[str, Any]:
+        return {"value": value, "main_thread": threading.current_thread() is threading.main_thread()}
+
+    @hub_method
+    async def fail(self, message: str) -> None:
+        raise HubError(message)
+
+    @hub_method
+    async def crash(self) -> None:
+        raise RuntimeError("secret internal detail")
+
+    @hub_method
+    async def unserializable(self) -> object:
+        return object()
+
+    @hub_method
+    async def abort_me(self) -> None:
+        self.context.abort()
+
+    @hub_method
+    async def send_to_all(self, message: str) -> None:
+        await self.clients.all.send("Receive", "all", message)
+
+    @hub_method
+    async def send_to_caller(self, message: str) -> None:
+        await self.clients.caller.send("Receive", "caller", message)
+
+    @hub_method
+    async def send_to_others(self, message: str) -> None:
+        await self.clients.others.send("Receive", "others", message)
+
+    @hub_method
+    async def send_to_client(self, connection_id: str, message: str) -> None:
+        await self.clients.client(connection_id).send("Receive", "client", message)
+
+    @hub_method
+    async def send_to_clients(self, connection_ids: list[str], message: str) -> None:
+        await self.clients.clients(connection_ids).send("Receive", "clients", message)
+
+    @hub_method
+    async def send_to_all_except(self, connection_ids: list[str], message: str) -> None:
+        await self.clients.all_except(connection_ids).send("Receive", "all_except", message)
+
+    @hub_method
+    async def join_group(self, group_name: str) -> bool:
+        return await self.groups.add_to_group(self.context.connection_id, group_name)
+
+    @hub_method
+    async def leave_group(self, group_name: str) -> bool:
+        return await self.groups.remove_from_group(self.context.connection_id, group_name)
+
+    @hub_method
+    async def send_to_group(self, group_name: str, message: str) -> None:
+        await self.clients.group(group_name).send("Receive", "group", message)
+
+    @hub_method
+    async def send_to_groups(self, group_names: list[str], message: str) -> None:
+        await self.clients.groups(group_names).send("Receive", "groups", message)
+
+    @hub_method
+    async def send_to_group_except(self, group_name: str, connection_ids: list[str], message: str) -> None:
+        await self.clients.group_except(group_name, connection_ids).send("Receive", "group_except", message)
+
+    @hub_method
+    async def send_to_others_in_group(self, group_name: str, message: str) -> None:
+        await self.clients.others_in_group(group_name).send("Receive", "others_in_group", message)
+
+    @hub_method
+    async def send_to_user(self, user_id: str, message: str) -> None:
+        await self.clients.user(user_id).send("Receive", "user", message)
+
+    @hub_method
+    async def send_to_users(self, user_ids: list[str], message: str) -> None:
+        await self.clients.users(user_ids).send("Receive", "users", message)
+
+
+class OtherHub(Hub):
+    """A second hub, to show that group names are scoped per hub."""
+
+    hub_name = "other"
+
+    @hub_method
+    async def join_group(self, group_name: str) -> bool:
+        return await self.groups.add_to_group(self.context.connection_id, group_name)
+
+    @hub_method
+    async def send_to_group(self, group_name: str, message: str) -> None:
+        await self.clients.group(group_name).send("Receive", "group", message)

@@ -1,0 +1,76 @@
+// Drives official @microsoft/signalr connections for the Python tests.
+// Reads one JSON command per line on stdin, answers one JSON line per command on stdout.
+"use strict";
+const path = require("path");
+const readline = require("readline");
+const signalR = require(path.join(__dirname, "..", "..", "node_modules", "@microsoft", "signalr"));
+
+const connections = new Map(); // name -> {connection, events: []}
+
+function reply(id, body) {
+  process.stdout.write(JSON.stringify({ id, ...body }) + "\n");
+}
+
+async function handle(cmd) {
+  const entry = connections.get(cmd.name);
+  switch (cmd.op) {
+    case "connect": {
+      const options = { headers: cmd.headers || {} };
+      if (cmd.skipNegotiation) {
+        options.skipNegotiation = true;
+        options.transport = signalR.HttpTransportType.WebSockets;
+      }
+      let builder = new signalR.HubConnectionBuilder()
+        .withUrl(cmd.url, options)
+        .configureLogging(signalR.LogLevel.None);
+      if (cmd.reconnect) builder = builder.withAutomaticReconnect(cmd.reconnect);
+      if (cmd.serverTimeout) builder = builder.withServerTimeout(cmd.serverTimeout);
+      const connection = builder.build();
+      const record = { connection, events: [] };
+      for (const target of cmd.events || []) {
+        connection.on(target, (...args) => record.events.push({ target, args }));
+      }
+      connection.onclose((error) => record.events.push({ target: "__closed__", args: [error ? error.message : null] }));
+      connection.onreconnecting(() => record.events.push({ target: "__reconnecting__", args: [] }));
+      connection.onreconnected((id) => record.events.push({ target: "__reconnected__", args: [id] }));
+      connections.set(cmd.name, record);
+      await connection.start();
+      return { connectionId: connection.connectionId };
+    }
+    case "invoke":
+      return { result: await entry.connection.invoke(cmd.method, ...(cmd.args || [])) };
+    case "send":
+      await entry.connection.send(cmd.method, ...(cmd.args || []));
+      return {};
+    case "events": {
+      const events = entry.events.splice(0);
+      return { events };
+    }
+    case "state":
+      return { state: entry.connection.state };
+    case "stop":
+      await entry.connection.stop();
+      return {};
+    case "exit":
+      for (const { connection } of connections.values()) await connection.stop().catch(() => {});
+      setImmediate(() => process.exit(0));
+      return {};
+    default:
+      throw new Error("unknown op " + cmd.op);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    return;
+  }
+  handle(cmd).then(
+    (body) => reply(cmd.id, { ok: true, ...body }),
+    (error) => reply(cmd.id, { ok: false, error: error && error.message ? error.message : String(error) }),
+  );
+});
+rl.on("close", () => process.exit(0));

@@ -1,0 +1,52 @@
+"""Views that use the hub context the way an application would (sync and async)."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from signalr_groups import get_hub_context
+from tests.hubs import InteropHub
+
+
+@csrf_exempt
+def context_send(request: HttpRequest) -> HttpResponse:
+    """A plain (sync) view sending through ``get_hub_context(...).sync``."""
+    body = json.loads(request.body)
+    clients = get_hub_context(InteropHub).sync.clients
+    kind, message = body["kind"], body["message"]
+    if kind == "all":
+        clients.all.send("Receive", "ctx-all", message)
+    elif kind == "group":
+        clients.group(body["name"]).send("Receive", "ctx-group", message)
+    elif kind == "groups":
+        clients.groups(body["names"]).send("Receive", "ctx-groups", message)
+    elif kind == "group_except":
+        clients.group_except(body["name"], body["exclude"]).send("Receive", "ctx-group_except", message)
+    elif kind == "user":
+        clients.user(body["name"]).send("Receive", "ctx-user", message)
+    elif kind == "users":
+        clients.users(body["names"]).send("Receive", "ctx-users", message)
+    elif kind == "client":
+        clients.client(body["name"]).send("Receive", "ctx-client", message)
+    elif kind == "clients":
+        clients.clients(body["names"]).send("Receive", "ctx-clients", message)
+    elif kind == "all_except":
+        clients.all_except(body["exclude"]).send("Receive", "ctx-all_except", message)
+    else:
+        return JsonResponse({"error": "unknown kind"}, status=400)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+async def context_group(request: HttpRequest) -> HttpResponse:
+    """An async view adding or removing a connection to/from a group by id."""
+    body = json.loads(request.body)
+    groups = get_hub_context(InteropHub).groups
+    if body["action"] == "add":
+        ok = await groups.add_to_group(body["connection_id"], body["group"])
+    else:
+        ok = await groups.remove_from_group(body["connection_id"], body["group"])
+    return JsonResponse({"ok": ok})

@@ -72,7 +72,7 @@ class ServerProcess:
         request = urllib.request.Request(
             self.http_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:

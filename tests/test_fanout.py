@@ -1,0 +1,168 @@
+"""The fan-out's shape: one serialization per send, one layer message per receiving process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pytest
+from channels.layers import channel_layers
+from django.test import override_settings
+
+from signalr_groups.addressing import Address
+from signalr_groups.lifetime import HubLifetimeManager, _managers, get_manager
+from signalr_groups.sending import send
+
+HUB = "fanout-test"
+COUNTING = {
+    "default": {"BACKEND": "tests.layers.CountingInMemoryChannelLayer", "CONFIG": {"capacity": 1000}},
+}
+
+
+class FakeConnection:
+    """Stands in for a socket: records what the manager hands it."""
+
+    def __init__(self, connection_id: str, user: str | None = None) -> None:
+        self.connection_id = connection_id
+        self.user_identifier = user
+        self.records: list[str] = []
+
+    def deliver(self, record: str) -> None:
+        self.records.append(record)
+
+    def heartbeat(self, now: float) -> None:
+        pass
+
+    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_layer():
+    with override_settings(CHANNEL_LAYERS=COUNTING):
+        yield channel_layers["default"]
+
+
+async def _populate(manager: HubLifetimeManager, prefix: str, size: int, group: str) -> list[FakeConnection]:
+    members = [FakeConnection(f"{prefix}{i}", user=f"user{i % 7}") for i in range(size)]
+    for member in members:
+        await manager.connect(member)
+        await manager.add_local(member.connection_id, group)
+    return members
+
+
+async def _close(manager: HubLifetimeManager, members: list[FakeConnection]) -> None:
+    for member in members:
+        await manager.disconnect(member)
+    assert not manager.running
+
+
+@pytest.mark.parametrize("size", [10, 100, 1000])
+async def test_group_send_to_local_members_costs_no_layer_message(counting_layer, size):
+    """Single process (in-memory layer): local members are reached in-process, whatever the size."""
+    manager = get_manager(HUB, create=True)
+    assert manager is not None
+    members = await _populate(manager, "c", size, "room")
+    counting_layer.counts.clear()
+    await send(HUB, Address("groups", ("room",)), "Message", ("hello", 1))
+    assert counting_layer.counts["group_send"] + counting_layer.counts["send"] == 0
+    assert all(len(member.records) == 1 for member in members)
+    # Serialized once: every member got the very same string object.
+    assert len({id(member.records[0]) for member in members}) == 1
+    assert json.loads(members[0].records[0].rstrip("\x1e")) == {
+        "type": 1,
+        "target": "Message",
+        "arguments": ["hello", 1],
+    }
+    await _close(manager, members)
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+async def test_group_send_across_processes_is_one_layer_message(counting_layer, size):
+    """Two managers on one layer stand in for two server processes: still one layer message per send."""
+    local = get_manager(HUB, create=True)
+    assert local is not None
+    remote = HubLifetimeManager(HUB, counting_layer)  # "another process": not this loop's manager
+    local_members = await _populate(local, "l", size, "room")
+    remote_members = await _populate(remote, "r", size, "room")
+    outsider = FakeConnection("outsider")
+    await remote.connect(outsider)
+    await asyncio.sleep(0)
+    counting_layer.counts.clear()
+
+    await send(HUB, Address("groups", ("room",)), "Message", ("hi",))
+    assert counting_layer.counts["group_send"] == 1
+    # The in-memory layer's group_send makes one message per member *process* (2 here, the sender's
+    # own echo included, which it ignores), never one per member.
+    assert counting_layer.counts["send"] == 2
+    for _ in range(200):
+        if all(member.records for member in remote_members):
+            break
+        await asyncio.sleep(0.01)
+    assert all(len(member.records) == 1 for member in local_members + remote_members)
+    assert outsider.records == []
+
+    await _close(local, local_members)
+    await _close(remote, [*remote_members, outsider])
+
+
+async def test_user_send_reaches_every_device_in_every_process(counting_layer):
+    local = get_manager(HUB, create=True)
+    assert local is not None
+    remote = HubLifetimeManager(HUB, counting_layer)
+    phone, laptop, other = (
+        FakeConnection("phone", "alice"),
+        FakeConnection("laptop", "alice"),
+        FakeConnection("b", "bob"),
+    )
+    await local.connect(phone)
+    await remote.connect(laptop)
+    await remote.connect(other)
+    counting_layer.counts.clear()
+    await send(HUB, Address("users", ("alice",)), "Private", ("psst",))
+    for _ in range(200):
+        if laptop.records:
+            break
+        await asyncio.sleep(0.01)
+    assert len(phone.records) == 1 and len(laptop.records) == 1 and other.records == []
+    assert counting_layer.counts["group_send"] == 1
+    await _close(local, [phone])
+    await _close(remote, [laptop, other])
+
+
+async def test_several_groups_reach_each_connection_once(counting_layer):
+    manager = get_manager(HUB, create=True)
+    assert manager is not None
+    both, only_a, neither = FakeConnection("both"), FakeConnection("a"), FakeConnection("n")
+    for connection in (both, only_a, neither):
+        await manager.connect(connection)
+    await manager.add_local("both", "A")
+    await manager.add_local("both", "B")
+    await manager.add_local("a", "A")
+    await send(HUB, Address("groups", ("A", "B")), "T", ())
+    assert (len(both.records), len(only_a.records), len(neither.records)) == (1, 1, 0)
+    await _close(manager, [both, only_a, neither])
+
+
+async def test_layer_membership_follows_local_membership(counting_layer):
+    """A process joins a group's layer group with its first member and leaves it with its last."""
+    manager = get_manager(HUB, create=True)
+    assert manager is not None
+    first, second = FakeConnection("1"), FakeConnection("2")
+    await manager.connect(first)
+    await manager.connect(second)
+    layer_group = Address("groups", ("g",)).layer_group(HUB)
+    await manager.add_local("1", "g")
+    await manager.add_local("2", "g")
+    await manager.add_local("2", "g")  # idempotent
+    assert set(counting_layer.groups[layer_group]) == {manager.channel_name}
+    await manager.remove_local("1", "g")
+    assert layer_group in counting_layer.groups
+    await manager.disconnect(second)  # leaving on disconnect is automatic
+    assert layer_group not in counting_layer.groups
+    assert manager.groups == {}
+    await _close(manager, [first])
+
+
+def test_no_manager_left_behind():
+    """Managers are per event loop and weakly held: nothing leaks between tests."""
+    assert all(isinstance(managers, dict) for managers in _managers.values())

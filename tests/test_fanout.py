@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 import pytest
 from channels.layers import channel_layers
 from django.test import override_settings

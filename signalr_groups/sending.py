@@ -56,7 +56,10 @@ async def send(hub_key: str, address: Address, target: str, arguments: tuple[Any
     record = write_invocation(target, arguments)
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
-        manager.deliver_local(address, record)
+        if manager.deliver_local(address, record):
+            # Let the connections' writers run before the caller's next send: a burst of sends
+            # from one coroutine must not pile up in outboxes and trip their bound.
+            await asyncio.sleep(0)
         if not manager.needs_layer(address):
             return
         layer, origin = manager.layer, manager.channel_name

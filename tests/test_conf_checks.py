@@ -1,0 +1,94 @@
+"""Settings validation, system checks and the Origin policy."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from signalr_groups.checks import CHECK_IDS, check_settings
+from signalr_groups.conf import get_hub_settings
+from signalr_groups.origin import origin_allowed
+
+
+def _ids():
+    return [message.id for message in check_settings()]
+
+
+def test_defaults_are_the_aspnet_core_ones():
+    with override_settings(SIGNALR_GROUPS={}):
+        settings = get_hub_settings()
+        assert (settings.keep_alive_interval, settings.client_timeout, settings.handshake_timeout) == (15, 30, 15)
+        assert settings.max_message_size == 32 * 1024
+        assert settings.detailed_errors is False
+        assert _ids() == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"KEEP_ALIVE": 1},
+        {"CLIENT_TIMEOUT": 0},
+        {"MAX_MESSAGE_SIZE": 1.5},
+        {"MAX_MESSAGE_SIZE": True},
+        {"DETAILED_ERRORS": "yes"},
+        {"USER_ID_PROVIDER": "no.such.module.provider"},
+        {"ALLOWED_ORIGINS": "https://example.com"},
+    ],
+)
+def test_bad_settings_are_reported(bad):
+    with override_settings(SIGNALR_GROUPS=bad):
+        with pytest.raises(ImproperlyConfigured):
+            get_hub_settings()
+        assert _ids() == ["signalr_groups.E001"]
+
+
+def test_missing_channel_layer_and_timing_warnings():
+    with override_settings(SIGNALR_GROUPS={"CHANNEL_LAYER": "nope"}):
+        assert _ids() == ["signalr_groups.E002"]
+    with override_settings(SIGNALR_GROUPS={"KEEP_ALIVE_INTERVAL": 20, "CLIENT_TIMEOUT": 10}):
+        assert sorted(_ids()) == ["signalr_groups.W001", "signalr_groups.W002"]
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}):
+        assert _ids() == ["signalr_groups.W003"]
+
+
+def test_check_ids_are_documented_once():
+    assert len(CHECK_IDS) == len(set(CHECK_IDS))
+
+
+def _scope(origin: bytes | None):
+    headers = [(b"host", b"127.0.0.1")]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    return {"type": "websocket", "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (None, True),  # not a browser: Node, Python and .NET clients send no Origin
+        (b"http://127.0.0.1:8000", True),
+        (b"https://localhost", True),
+        (b"http://evil.example", False),
+        (b"http://localhost.evil.example", False),
+        (b"http://127.0.0.1.evil.example", False),
+        (b"null", False),
+        (b"file://", False),
+        (b"\xff\xfe", False),
+    ],
+)
+def test_origin_policy(origin, allowed):
+    assert origin_allowed(_scope(origin)) is allowed
+
+
+def test_explicit_allowed_origins():
+    with override_settings(SIGNALR_GROUPS={"ALLOWED_ORIGINS": ["https://app.example.com"]}):
+        assert origin_allowed(_scope(b"https://app.example.com"))
+        assert not origin_allowed(_scope(b"http://app.example.com"))
+        assert not origin_allowed(_scope(b"http://127.0.0.1:8000"))
+
+
+def test_debug_with_no_allowed_hosts_allows_localhost_only():
+    with override_settings(DEBUG=True, ALLOWED_HOSTS=[]):
+        assert origin_allowed(_scope(b"http://localhost:8000"))
+        assert not origin_allowed(_scope(b"http://example.com"))

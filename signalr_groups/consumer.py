@@ -34,7 +34,7 @@ def query_param(scope: dict[str, Any], name: str) -> str | None:
     wanted = name.lower()
     for key, values in params.items():
         if key.lower() == wanted and values:
-            return values[0]
+            return str(values[0])
     return None
 
 
@@ -61,7 +61,7 @@ class HubConsumer:
         self.hub = hub
 
     @classmethod
-    def as_asgi(cls, hub: type[Hub]) -> HubConsumer:
+    def as_asgi(cls, hub: object) -> HubConsumer:
         """Return the ASGI application for ``hub`` (for ``URLRouter``)."""
         if not (isinstance(hub, type) and issubclass(hub, Hub)):
             raise TypeError(f"HubConsumer.as_asgi() needs a Hub subclass, not {hub!r}.")

@@ -30,8 +30,8 @@ _MARK = "_signalr_hub_method_name"
 @overload
 def hub_method(func: F) -> F: ...
 @overload
-def hub_method(*, name: str | None = None) -> Callable[[F], F]: ...
-def hub_method(func: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+def hub_method(*, name: object = None) -> Callable[[F], F]: ...
+def hub_method(func: F | None = None, *, name: object = None) -> F | Callable[[F], F]:
     """Expose a hub method to clients, under ``name`` or the PascalCase form of its Python name.
 
     Use it bare (``@hub_method``) or with a name (``@hub_method(name="Send")``). The method may
@@ -41,7 +41,7 @@ def hub_method(func: F | None = None, *, name: str | None = None) -> F | Callabl
         raise TypeError("hub_method(name=...) must be a non-empty string.")
 
     def mark(function: F) -> F:
-        setattr(function, _MARK, name or to_signalr_name(function.__name__))
+        setattr(function, _MARK, name if isinstance(name, str) else to_signalr_name(function.__name__))
         return function
 
     if func is not None:

@@ -123,7 +123,7 @@ class SyncHubContext:
         return async_to_sync(self._context.abort)(connection_id, error=error, allow_reconnect=allow_reconnect)
 
 
-def get_hub_context(hub: type[Hub]) -> HubContext:
+def get_hub_context(hub: object) -> HubContext:
     """Return the context of ``hub``: ``await get_hub_context(ChatHub).clients.group("g").send(...)``."""
     if not (isinstance(hub, type) and issubclass(hub, Hub)):
         raise TypeError(f"get_hub_context() needs a Hub subclass, not {hub!r}.")

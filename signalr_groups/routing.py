@@ -26,9 +26,10 @@ def _route(route: str) -> str:
 
 def negotiate_path(route: str, hub: type[Hub]) -> URLPattern:
     """The Django URL pattern for ``POST <route>/negotiate``."""
-    return path(f"{_route(route)}/negotiate", negotiate_view(hub), name=f"signalr-negotiate-{_route(route)}")
+    view = negotiate_view(hub)
+    return path(f"{_route(route)}/negotiate", view, name=f"signalr-negotiate-{_route(route)}")  # type: ignore[arg-type]
 
 
 def websocket_path(route: str, hub: type[Hub]) -> URLPattern:
     """The Channels ``URLRouter`` pattern for the hub's WebSocket at ``<route>``."""
-    return path(_route(route), HubConsumer.as_asgi(hub))
+    return path(_route(route), HubConsumer.as_asgi(hub))  # type: ignore[arg-type]  # Channels routes ASGI apps

@@ -35,14 +35,15 @@ def check_ids(values: Iterable[object], what: str) -> tuple[str, ...]:
     """Return ``values`` as a tuple of strings, or raise ``TypeError`` naming ``what``."""
     if isinstance(values, str):
         raise TypeError(f"Expected a list of {what}s, got a single string {values!r}.")
-    result = tuple(values)
-    for value in result:
+    result: list[str] = []
+    for value in values:
         if not isinstance(value, str):
             raise TypeError(f"A {what} must be a string, not {type(value).__name__}.")
-    return result
+        result.append(value)
+    return tuple(result)
 
 
-async def send(hub_key: str, address: Address, target: str, arguments: tuple[Any, ...] | list[Any]) -> None:
+async def send(hub_key: str, address: Address, target: object, arguments: tuple[Any, ...] | list[Any]) -> None:
     """Send an invocation of client method ``target`` to ``address``.
 
     The record is serialized once; local recipients get it in-process; at most one

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from datetime import timedelta
 from typing import Any, Final
 
 from django.core import signing
@@ -51,7 +52,7 @@ def resolve(hub_key: str, user: Any, token: str, max_age: float) -> str | None:
     """Return the connection id that ``token`` was issued for to ``user``, or None if invalid."""
     for version in (1, 0):
         try:
-            connection_id = _signer(hub_key, user, version).unsign(token, max_age=max_age)
+            connection_id = _signer(hub_key, user, version).unsign(token, max_age=timedelta(seconds=max_age))
         except signing.BadSignature:
             continue
         return connection_id if version == 1 else token

@@ -16,7 +16,8 @@ MAX_NEGOTIATE_VERSION = 1
 
 
 def _requested_version(request: HttpRequest) -> int | str:
-    for key, value in request.GET.items():
+    for key in request.GET:
+        value = request.GET.get(key, "")
         if key.lower() == "negotiateversion":
             try:
                 return int(value)

@@ -36,7 +36,7 @@ def live_users(transactional_db) -> dict[str, str]:
 def live_server_process(django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
     """A daphne process serving tests.asgi on a free loopback port, sharing the test database."""
     log_path: Path = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    server = ServerProcess(log_path, settings.DATABASES["default"]["NAME"])
+    server = ServerProcess(log_path, str(settings.DATABASES["default"]["NAME"]))
     yield server
     server.stop()
 

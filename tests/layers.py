@@ -8,7 +8,7 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer
 
 
-class CountingInMemoryChannelLayer(InMemoryChannelLayer):
+class CountingInMemoryChannelLayer(InMemoryChannelLayer):  # type: ignore[misc]
     """The in-memory layer, counting calls per method (``counts["group_send"]`` ...)."""
 
     def __init__(self, **kwargs: Any) -> None:

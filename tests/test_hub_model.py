@@ -110,7 +110,7 @@ def test_hub_keys_scope_groups_per_hub():
 
 def test_get_hub_context_needs_a_hub():
     with pytest.raises(TypeError):
-        get_hub_context(object)  # type: ignore[arg-type]
+        get_hub_context(object)
     assert get_hub_context(InteropHub).hub is InteropHub
 
 

@@ -1,0 +1,152 @@
+"""The fan-out and cross-process commands over a real redis-server, with both channels-redis layers.
+
+Two lifetime managers with separate layer instances stand in for two server processes (the
+multi-process proof with two daphne processes belongs to the scale-out work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+from django.test import override_settings
+
+from signalr_groups import get_hub_context
+from signalr_groups.hub import Hub
+from signalr_groups.lifetime import HubLifetimeManager, get_manager
+from tests.test_fanout import FakeConnection
+
+pytestmark = pytest.mark.timeout(60)
+
+LAYERS = ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"]
+
+
+class RedisHub(Hub):
+    hub_name = "redis-test"
+
+
+HUB = RedisHub.hub_key()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A redis-server on a free loopback port, stopped by its PID."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (apt-get install redis-server; .ci/run installs it)"
+    port = _free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _layer_config(backend: str, url: str) -> dict[str, object]:
+    return {"default": {"BACKEND": backend, "CONFIG": {"hosts": [url], "capacity": 1000}}}
+
+
+async def _wait(predicate, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def _close_layer(layer) -> None:
+    if hasattr(layer, "flush"):
+        await layer.flush()
+    if hasattr(layer, "close_pools"):
+        await layer.close_pools()
+    elif hasattr(layer, "close"):
+        await layer.close()
+
+
+@pytest.mark.parametrize("backend", LAYERS)
+async def test_two_processes_over_redis(redis_url, backend):
+    from django.utils.module_loading import import_string
+
+    with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
+        layer_a = channel_layers["default"]
+        layer_b = import_string(backend)(hosts=[redis_url], capacity=1000)  # the "other process"
+        here = get_manager(HUB, create=True)
+        assert here is not None and here.layer is layer_a
+        there = HubLifetimeManager(HUB, layer_b)
+        alice_here = FakeConnection("alice-here", "alice")
+        alice_there, bob_there = FakeConnection("alice-there", "alice"), FakeConnection("bob-there", "bob")
+        try:
+            await here.connect(alice_here)
+            await there.connect(alice_there)
+            await there.connect(bob_there)
+            await here.add_local("alice-here", "room")
+            await there.add_local("alice-there", "room")
+            context = get_hub_context(RedisHub)
+
+            await context.clients.group("room").send("Room", 1)
+            await _wait(lambda: alice_there.records and alice_here.records)
+            assert bob_there.records == []
+
+            await context.clients.user("alice").send("Private", 2)
+            await _wait(lambda: len(alice_there.records) == 2 and len(alice_here.records) == 2)
+            assert bob_there.records == []
+
+            # A group change for a connection held by the other process travels as a command and is acknowledged.
+            assert await context.groups.add_to_group("bob-there", "vip") is True
+            await context.clients.group("vip").send("Vip", 3)
+            await _wait(lambda: len(bob_there.records) == 1)
+            assert await context.groups.remove_from_group("bob-there", "vip") is True
+            assert there.groups.get("vip") is None
+
+            await context.clients.client("bob-there").send("Direct", 4)
+            await _wait(lambda: len(bob_there.records) == 2)
+            await context.clients.all_except(["alice-there"]).send("AllExcept", 5)
+            await _wait(lambda: len(bob_there.records) == 3 and len(alice_here.records) == 3)
+            assert len(alice_there.records) == 2
+        finally:
+            for connection in (alice_there, bob_there):
+                await there.disconnect(connection)
+            await here.disconnect(alice_here)
+            await _close_layer(layer_b)
+            await _close_layer(layer_a)
+
+
+@pytest.mark.parametrize("backend", LAYERS)
+async def test_unknown_connection_times_out_as_false(redis_url, backend):
+    settings = {"USER_ID_PROVIDER": "signalr_groups.users.username_user_id", "GROUP_ACTION_TIMEOUT": 0.3}
+    with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url), SIGNALR_GROUPS=settings):
+        layer = channel_layers["default"]
+        here = get_manager(HUB, create=True)
+        assert here is not None
+        connection = FakeConnection("only")
+        try:
+            await here.connect(connection)
+            assert await get_hub_context(RedisHub).groups.add_to_group("nobody", "g") is False
+        finally:
+            await here.disconnect(connection)
+            await _close_layer(layer)

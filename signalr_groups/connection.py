@@ -201,8 +201,10 @@ class HubConnection:
 
     # ------------------------------------------------------------------ the connection's life
 
-    async def handshake(self, receive: ASGIReceive, reader: RecordReader) -> list[str] | None:
-        """Read and answer the handshake; return the records that followed it, or None on failure."""
+    async def handshake(
+        self, receive: ASGIReceive, reader: RecordReader
+    ) -> tuple[list[str], ProtocolError | None] | None:
+        """Read and answer the handshake; return the records that followed it (and a size error), or None."""
         deadline = time.monotonic() + self.settings.handshake_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -229,9 +231,7 @@ class HubConnection:
                     return None
                 await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
                 self.last_write = self.last_receive = time.monotonic()
-                if error is not None:
-                    self.deliver_close_for(error)
-                return records[1:]
+                return records[1:], error
             if error is not None:
                 await self._send_raw_and_close(write_handshake_error("Handshake was canceled."))
                 return None
@@ -261,8 +261,8 @@ class HubConnection:
     async def run(self, receive: ASGIReceive) -> None:
         """Serve the connection until it closes: handshake, registration, the message loop, cleanup."""
         reader = RecordReader(self.settings.max_message_size)
-        pending = await self.handshake(receive, reader)
-        if pending is None:
+        handshake = await self.handshake(receive, reader)
+        if handshake is None:
             return
         self._writer = asyncio.ensure_future(self._write_loop())
         registered = False
@@ -275,15 +275,17 @@ class HubConnection:
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
                     self._begin_close(self._error_text("on_connected", None), False, None)
-            if not self._closing:
-                self._handle_records(pending)
-            await self._message_loop(receive, reader)
+            await self._message_loop(receive, reader, *handshake)
         finally:
             await self._teardown(registered)
 
-    async def _message_loop(self, receive: ASGIReceive, reader: RecordReader) -> None:
+    async def _message_loop(
+        self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None
+    ) -> None:
         stop = asyncio.ensure_future(self._stop.wait())
         try:
+            if not self._closing:
+                await self._process(pending, error, stop)
             while not self._closing:
                 next_message = asyncio.ensure_future(receive())
                 done, _ = await asyncio.wait({next_message, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -303,22 +305,37 @@ class HubConnection:
                     self.deliver_close_for(ProtocolError("A binary frame is not valid UTF-8."))
                     break
                 records, error = reader.feed(text)
-                self._handle_records(records)
-                if error is not None:
-                    self.deliver_close_for(error)
+                await self._process(records, error, stop)
         finally:
             stop.cancel()
 
-    def _handle_records(self, records: list[str]) -> None:
+    async def _process(self, records: list[str], error: ProtocolError | None, stop: asyncio.Future[Any]) -> None:
+        """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
+
+        Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad
+        one are still answered; the Close message follows their completions.
+        """
+        failure = self._handle_records(records)
+        if failure is None:
+            failure = error
+        if failure is None or self._closing:
+            return
+        worker = self._worker
+        if worker is not None:
+            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+        self.deliver_close_for(failure)
+
+    def _handle_records(self, records: list[str]) -> ProtocolError | None:
+        """Dispatch records in order; return the first protocol error (later records are dropped)."""
         for record in records:
             if self._closing:
-                return
+                return None
             try:
                 message = parse_message(record)
                 self._dispatch(message)
             except ProtocolError as exc:
-                self.deliver_close_for(exc)
-                return
+                return exc
+        return None
 
     def _dispatch(self, message: Any) -> None:
         if message is None or isinstance(message, (PingMessage, AckMessage, SequenceMessage)):

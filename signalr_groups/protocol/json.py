@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Final
 
@@ -86,6 +87,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to infinity
+        raise ValueError("A number is out of the range of a double.")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -111,7 +119,9 @@ def loads_strict(text: str) -> Any:
     Raises :class:`ProtocolError` and nothing else.
     """
     try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_parse_float, object_pairs_hook=_unique_keys
+        )
         if _SURROGATE_ESCAPE.search(text):
             _check_surrogates(value)
     except RecursionError as exc:

@@ -46,6 +46,8 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 
 GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
+#: A connection that queues this many times MAX_PENDING_INVOCATIONS (within one frame) is closed.
+_HARD_LIMIT_FACTOR: Final = 10
 #: Records are batched into one frame up to about this many characters.
 _BATCH_CHARS: Final = 64 * 1024
 
@@ -108,6 +110,8 @@ class HubConnection:
             return
         self._outbox.append(record)
         self._outbox_chars += len(record)
+        if self._outbox_chars > self.settings.outbox_max_bytes >> 2:
+            self.manager.pressure = True
         if self._outbox_chars > self.settings.outbox_max_bytes:
             logger.warning(
                 "signalr_groups: connection %s is not reading; its outbox passed %d bytes, closing it",
@@ -155,7 +159,10 @@ class HubConnection:
         if self._closing:
             return
         settings = self.settings
-        if self.client_pinged and now - self.last_receive > settings.client_timeout:
+        if self._worker is not None:
+            # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
+            self.last_receive = now
+        elif self.client_pinged and now - self.last_receive > settings.client_timeout:
             self._begin_close(
                 f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
                 True,
@@ -306,6 +313,11 @@ class HubConnection:
                     break
                 records, error = reader.feed(text)
                 await self._process(records, error, stop)
+                worker = self._worker
+                if worker is not None and len(self._invocations) >= self.settings.max_pending_invocations:
+                    # Backpressure: stop reading the socket until the queued invocations have run.
+                    await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    self.last_receive = time.monotonic()
         finally:
             stop.cancel()
 
@@ -348,10 +360,9 @@ class HubConnection:
                 if invocation_id in self._in_flight:
                     raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
                 self._in_flight.add(invocation_id)
-            if len(self._invocations) >= self.settings.max_pending_invocations:
-                raise ProtocolError(
-                    f"Too many pending invocations (more than {self.settings.max_pending_invocations})."
-                )
+            hard_limit = self.settings.max_pending_invocations * _HARD_LIMIT_FACTOR
+            if len(self._invocations) >= hard_limit:
+                raise ProtocolError(f"Too many pending invocations (more than {hard_limit}).")
             self._invocations.append(message)
             if self._worker is None:
                 self._worker = asyncio.ensure_future(self._invoke_loop())

@@ -64,6 +64,8 @@ class HubLifetimeManager:
         self._lifecycle = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
+        self.pressure = False
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -57,9 +57,11 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     record = write_invocation(target, arguments)
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
-        if manager.deliver_local(address, record):
-            # Let the connections' writers run before the caller's next send: a burst of sends
-            # from one coroutine must not pile up in outboxes and trip their bound.
+        manager.deliver_local(address, record)
+        if manager.pressure:
+            # Some outbox is filling up: let the writers run before the caller's next send, so a
+            # burst of sends from one coroutine cannot trip the outbox bound of healthy clients.
+            manager.pressure = False
             await asyncio.sleep(0)
         if not manager.needs_layer(address):
             return

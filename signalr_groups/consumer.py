@@ -98,9 +98,14 @@ class HubConsumer:
                 await _deny(scope, send, 404, "No Connection with that ID")
                 return
             connection_id = resolved
-        user_identifier = settings.user_id_provider(user, scope)
-        if inspect.isawaitable(user_identifier):
-            user_identifier = await user_identifier
+        try:
+            user_identifier = settings.user_id_provider(user, scope)
+            if inspect.isawaitable(user_identifier):
+                user_identifier = await user_identifier
+        except Exception:
+            logger.exception("signalr_groups: USER_ID_PROVIDER raised; refusing the connection")
+            await _deny(scope, send, 500, "The server could not identify the user.")
+            return
         if user_identifier is not None and not isinstance(user_identifier, str):
             user_identifier = str(user_identifier)
         await send({"type": "websocket.accept"})

@@ -48,6 +48,8 @@ ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
 #: A connection that queues this many times MAX_PENDING_INVOCATIONS (within one frame) is closed.
 _HARD_LIMIT_FACTOR: Final = 10
+#: Most upload-stream ids a client may have open (they are accepted only to be dropped).
+_MAX_CLIENT_STREAMS: Final = 100
 #: Records are batched into one frame up to about this many characters.
 _BATCH_CHARS: Final = 64 * 1024
 
@@ -96,6 +98,7 @@ class HubConnection:
         self._writer: asyncio.Task[None] | None = None
         self._invocations: deque[InvocationMessage | StreamInvocationMessage] = deque()
         self._in_flight: set[str] = set()
+        self._client_streams: set[str] = set()
         self._worker: asyncio.Task[None] | None = None
         now = time.monotonic()
         self.last_write = now
@@ -272,24 +275,30 @@ class HubConnection:
         if handshake is None:
             return
         self._writer = asyncio.ensure_future(self._write_loop())
-        registered = False
+        registered = connected = False
         try:
-            await self.manager.connect(self)
-            registered = True
+            try:
+                await self.manager.connect(self)
+                registered = True
+            except Exception as exc:
+                logger.exception("signalr_groups: could not register %s (channel layer down?)", self.connection_id)
+                self._begin_close(GENERIC_CLOSE_ERROR, True, exc)
             if not self._closing:
                 try:
                     await self._call_lifecycle("on_connected")
+                    connected = True
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
                     self._begin_close(self._error_text("on_connected", None), False, None)
             await self._message_loop(receive, reader, *handshake)
         finally:
-            await self._teardown(registered)
+            await self._teardown(registered, connected)
 
     async def _message_loop(
         self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None
     ) -> None:
         stop = asyncio.ensure_future(self._stop.wait())
+        next_message: asyncio.Future[dict[str, Any]] | None = None
         try:
             if not self._closing:
                 await self._process(pending, error, stop)
@@ -320,6 +329,8 @@ class HubConnection:
                     self.last_receive = time.monotonic()
         finally:
             stop.cancel()
+            if next_message is not None and not next_message.done():
+                next_message.cancel()
 
     async def _process(self, records: list[str], error: ProtocolError | None, stop: asyncio.Future[Any]) -> None:
         """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
@@ -339,6 +350,10 @@ class HubConnection:
 
     def _handle_records(self, records: list[str]) -> ProtocolError | None:
         """Dispatch records in order; return the first protocol error (later records are dropped)."""
+        limit = self.settings.max_pending_invocations * _HARD_LIMIT_FACTOR
+        if len(records) > limit:
+            # Parsing is synchronous: a frame of a million tiny records would stall the event loop.
+            return ProtocolError(f"Too many messages in one frame (more than {limit}).")
         for record in records:
             if self._closing:
                 return None
@@ -360,6 +375,12 @@ class HubConnection:
                 if invocation_id in self._in_flight:
                     raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
                 self._in_flight.add(invocation_id)
+            if message.stream_ids:
+                # Upload streams are not supported: the invocation fails, and the items the
+                # client then sends on these ids are dropped instead of treated as errors.
+                if len(self._client_streams) + len(message.stream_ids) > _MAX_CLIENT_STREAMS:
+                    raise ProtocolError(f"Too many client streams (more than {_MAX_CLIENT_STREAMS}).")
+                self._client_streams.update(message.stream_ids)
             hard_limit = self.settings.max_pending_invocations * _HARD_LIMIT_FACTOR
             if len(self._invocations) >= hard_limit:
                 raise ProtocolError(f"Too many pending invocations (more than {hard_limit}).")
@@ -373,6 +394,10 @@ class HubConnection:
         if isinstance(message, CancelInvocationMessage):
             return  # no streams yet: a cancel for an unknown id is ignored, as the spec says
         if isinstance(message, (CompletionMessage, StreamItemMessage)):
+            if message.invocation_id in self._client_streams:
+                if isinstance(message, CompletionMessage):
+                    self._client_streams.discard(message.invocation_id)
+                return
             raise ProtocolError(f"Received a message for unknown invocation ID '{message.invocation_id}'.")
 
     # ------------------------------------------------------------------ invocations
@@ -408,6 +433,16 @@ class HubConnection:
                 message = self._invocations.popleft()
                 try:
                     await self._invoke(message)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the connection is going away
+                    # The hub method raised CancelledError itself: fail this invocation only.
+                    logger.warning("signalr_groups: hub method %r raised CancelledError", message.target)
+                    self._complete(message.invocation_id, error=self._error_text(message.target, None))
+                except Exception as exc:
+                    logger.exception("signalr_groups: invoking %r failed", message.target)
+                    self._complete(message.invocation_id, error=self._error_text(message.target, exc))
                 finally:
                     if message.invocation_id is not None:
                         self._in_flight.discard(message.invocation_id)
@@ -471,7 +506,7 @@ class HubConnection:
 
     # ------------------------------------------------------------------ cleanup
 
-    async def _teardown(self, registered: bool) -> None:
+    async def _teardown(self, registered: bool, connected: bool) -> None:
         self._closing = True
         worker = self._worker
         if worker is not None:
@@ -479,15 +514,18 @@ class HubConnection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._invocations.clear()
+        if connected:
+            # As ASP.NET Core: the hub hears of the disconnect while the connection is still in its
+            # groups, so on_disconnected can remove it from groups or tell the other members.
+            try:
+                await self._call_lifecycle("on_disconnected", self._close_exception)
+            except Exception:
+                logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
         if registered:
             try:
                 await self.manager.disconnect(self)
             except Exception:
                 logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
-            try:
-                await self._call_lifecycle("on_disconnected", self._close_exception)
-            except Exception:
-                logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
         writer = self._writer
         if writer is not None:
             if self._close_queued and not writer.done():

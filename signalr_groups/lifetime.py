@@ -47,6 +47,16 @@ class LocalConnection(Protocol):
         """Close the connection with a Close message."""
 
 
+class _LockEntry:
+    """A per-layer-group lock and how many tasks use it (the entry is dropped when none do)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class HubLifetimeManager:
     """Local registry and fan-out for one hub in one event loop; see the module docstring."""
 
@@ -60,7 +70,7 @@ class HubLifetimeManager:
         self.channel_name: str | None = None
         self.all_group = layer_group_name(hub_key, "all", "")
         self._joined: set[str] = set()
-        self._layer_locks: dict[str, asyncio.Lock] = {}
+        self._layer_locks: dict[str, _LockEntry] = {}
         self._lifecycle = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -96,11 +106,15 @@ class HubLifetimeManager:
                 with contextlib.suppress(Exception):
                     await self.layer.group_discard(group, self.channel_name)
         self._joined.clear()
-        self._layer_locks.clear()
         self.channel_name = None
 
     async def connect(self, connection: LocalConnection) -> None:
-        """Register a connection after its handshake: it joins the hub and its user's group."""
+        """Register a connection after its handshake: it joins the hub and its user's group.
+
+        Raises if the channel layer cannot be reached (the connection is then not registered),
+        so the caller can close it with ``allowReconnect`` rather than leave it deaf to other
+        processes.
+        """
         async with self._lifecycle:
             if not self._running:
                 await self._start()
@@ -110,21 +124,30 @@ class HubLifetimeManager:
             if user is not None:
                 self.users.setdefault(user, set()).add(connection.connection_id)
         if user is not None:
-            await self._sync_layer_group("user", user)
+            try:
+                await self._sync_layer_group("user", user)
+            except BaseException:
+                await self.disconnect(connection)
+                raise
 
     async def disconnect(self, connection: LocalConnection) -> None:
-        """Remove a connection from the hub, its groups and its user; stop when the last one leaves."""
+        """Remove a connection from the hub, its groups and its user; stop when the last one leaves.
+
+        The local registry is updated first and at once; channel-layer clean-up follows and its
+        failures are logged, never raised.
+        """
         connection_id = connection.connection_id
         if self.connections.get(connection_id) is not connection:
             return
         del self.connections[connection_id]
+        emptied: list[tuple[str, str]] = []
         for group in self.connection_groups.pop(connection_id, set()):
             members = self.groups.get(group)
             if members is not None:
                 members.discard(connection_id)
                 if not members:
                     del self.groups[group]
-                    await self._sync_layer_group("group", group)
+                    emptied.append(("group", group))
         user = connection.user_identifier
         if user is not None:
             members = self.users.get(user)
@@ -132,7 +155,9 @@ class HubLifetimeManager:
                 members.discard(connection_id)
                 if not members:
                     del self.users[user]
-                    await self._sync_layer_group("user", user)
+                    emptied.append(("user", user))
+        for kind, name in emptied:
+            await self._sync_quietly(kind, name)
         if not self.connections:
             async with self._lifecycle:
                 if not self.connections and self._running:
@@ -145,10 +170,16 @@ class HubLifetimeManager:
         groups_of = self.connection_groups.get(connection_id)
         if groups_of is None:
             return False
+        if group in groups_of:
+            return True
         groups_of.add(group)
-        members = self.groups.setdefault(group, set())
-        members.add(connection_id)
-        await self._sync_layer_group("group", group)
+        self.groups.setdefault(group, set()).add(connection_id)
+        try:
+            await self._sync_layer_group("group", group)
+        except BaseException:
+            # Without the layer membership other processes' sends would miss this member: undo.
+            await self.remove_local(connection_id, group)
+            raise
         return True
 
     async def remove_local(self, connection_id: str, group: str) -> bool:
@@ -162,27 +193,45 @@ class HubLifetimeManager:
             members.discard(connection_id)
             if not members:
                 del self.groups[group]
-        await self._sync_layer_group("group", group)
+                await self._sync_quietly("group", group)
         return True
+
+    async def _sync_quietly(self, kind: str, name: str) -> None:
+        try:
+            await self._sync_layer_group(kind, name)
+        except Exception:
+            logger.exception("signalr_groups: leaving the channel-layer group of %s %r failed", kind, name)
 
     async def _sync_layer_group(self, kind: str, name: str) -> None:
         """Make this process's layer membership match the local registry (serialized per group)."""
-        if self.layer is None or self.channel_name is None:
+        if self.layer is None:
             return
         layer_group = layer_group_name(self.hub_key, kind, name)
-        lock = self._layer_locks.setdefault(layer_group, asyncio.Lock())
-        async with lock:
-            # Read the wish under the lock: the registry may have changed while we waited.
-            wanted = name in (self.groups if kind == "group" else self.users)
-            joined = layer_group in self._joined
-            if wanted and not joined:
-                await self.layer.group_add(layer_group, self.channel_name)
-                self._joined.add(layer_group)
-            elif not wanted and joined:
-                self._joined.discard(layer_group)
-                await self.layer.group_discard(layer_group, self.channel_name)
-        if not lock.locked():
-            self._layer_locks.pop(layer_group, None)
+        entry = self._layer_locks.get(layer_group)
+        if entry is None:
+            entry = self._layer_locks[layer_group] = _LockEntry()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                channel = self.channel_name
+                if channel is None:
+                    return
+                # Read the wish under the lock: the registry may have changed while we waited.
+                wanted = name in (self.groups if kind == "group" else self.users)
+                joined = layer_group in self._joined
+                if wanted and not joined:
+                    await self.layer.group_add(layer_group, channel)
+                    if self.channel_name == channel:
+                        self._joined.add(layer_group)
+                    else:  # the manager stopped meanwhile: do not leave a dead channel behind
+                        await self.layer.group_discard(layer_group, channel)
+                elif not wanted and joined:
+                    await self.layer.group_discard(layer_group, channel)
+                    self._joined.discard(layer_group)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._layer_locks.pop(layer_group, None)
 
     # ------------------------------------------------------------------ delivery
 

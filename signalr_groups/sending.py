@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -91,8 +92,22 @@ async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     try:
         await asyncio.wait_for(layer.receive(reply_to), get_hub_settings().group_action_timeout)
     except TimeoutError:
-        return False
+        return False  # the cancelled receive released the reply channel
+    await _release_channel(layer, reply_to)
     return True
+
+
+async def _release_channel(layer: Any, channel: str) -> None:
+    """Free a one-off reply channel.
+
+    Channels has no "delete channel" call; layers clean up when a ``receive`` is cancelled
+    (``RedisPubSubChannelLayer`` unsubscribes then), so start one and cancel it.
+    """
+    waiter = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await waiter
 
 
 async def group_action(hub_key: str, action: str, connection_id: str, group: str) -> bool:

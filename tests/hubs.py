@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -63,6 +64,10 @@ class InteropHub(Hub):
     @hub_method
     async def unserializable(self) -> object:
         return object()
+
+    @hub_method
+    async def raise_cancelled(self) -> None:
+        raise asyncio.CancelledError
 
     @hub_method
     async def abort_me(self) -> None:

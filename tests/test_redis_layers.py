@@ -150,3 +150,32 @@ async def test_unknown_connection_times_out_as_false(redis_url, backend):
         finally:
             await here.disconnect(connection)
             await _close_layer(layer)
+
+
+async def test_pubsub_reply_channels_are_released(redis_url):
+    """Each remote group action uses a reply channel; on the pub/sub layer it must be unsubscribed after."""
+    backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
+    from django.utils.module_loading import import_string
+
+    with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
+        layer_a = channel_layers["default"]
+        layer_b = import_string(backend)(hosts=[redis_url], capacity=1000)
+        here = get_manager(HUB, create=True)
+        assert here is not None
+        there = HubLifetimeManager(HUB, layer_b)
+        local, remote = FakeConnection("local"), FakeConnection("remote")
+        try:
+            await here.connect(local)
+            await there.connect(remote)
+            groups = get_hub_context(RedisHub).groups
+            assert await groups.add_to_group("remote", "warmup") is True
+            subscribed = len(layer_a.channels)
+            for index in range(20):
+                assert await groups.add_to_group("remote", f"g{index}") is True
+            assert len(layer_a.channels) == subscribed
+            assert set(there.connection_groups["remote"]) == {"warmup", *(f"g{i}" for i in range(20))}
+        finally:
+            await there.disconnect(remote)
+            await here.disconnect(local)
+            await _close_layer(layer_b)
+            await _close_layer(layer_a)

@@ -6,6 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
+from asgiref.sync import async_to_sync
+
 from signalr_groups import Hub, HubError, hub_method
 
 
@@ -52,6 +54,11 @@ class InteropHub(Hub):
     @hub_method
     def sync_echo(self, value: Any) -> dict[str, Any]:
         return {"value": value, "main_thread": threading.current_thread() is threading.main_thread()}
+
+    @hub_method
+    def sync_send_to_caller(self, message: str) -> str:
+        async_to_sync(self.clients.caller.send)("Receive", "sync-caller", message)
+        return "sent"
 
     @hub_method
     async def fail(self, message: str) -> None:

@@ -111,3 +111,17 @@ async def test_anonymous_connections_are_in_no_user_group():
     finally:
         await client.disconnect()
         await named.disconnect()
+
+
+async def test_a_sync_hub_method_can_send_through_async_to_sync():
+    client = HubClient()
+    await client.connect()
+    try:
+        await client.send_text('{"type":1,"target":"SyncSendToCaller","arguments":["hi"],"invocationId":"1"}\x1e')
+        records = await client.receive_records(2)
+        assert records == [
+            {"type": 1, "target": "Receive", "arguments": ["sync-caller", "hi"]},
+            {"type": 3, "invocationId": "1", "result": "sent"},
+        ]
+    finally:
+        await client.disconnect()

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from hubproject import settings as demo_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "tests-only-secret-key"
 DEBUG = False
@@ -31,20 +33,7 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
+TEMPLATES = demo_settings.TEMPLATES
 
 # One SQLite file shared by the test process and the daphne subprocess it starts.
 _DB = os.environ.get("SIGNALR_TEST_DB") or str(

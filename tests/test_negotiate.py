@@ -55,16 +55,15 @@ def test_version_1_has_a_separate_secret_token():
     assert "ProtocolVersion" not in body
 
 
-def test_version_parameter_name_is_case_insensitive():
-    status, body = negotiate("?NegotiateVersion=1")
-    assert status == 200
-    assert body["negotiateVersion"] == 1
-    assert "connectionToken" in body
-    assert "ProtocolVersion" not in body
-
-
-def test_a_newer_version_is_answered_with_1():
-    status, body = negotiate("?negotiateVersion=99")
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("?NegotiateVersion=1", id="parameter-name-is-case-insensitive"),
+        pytest.param("?negotiateVersion=99", id="a-newer-version-is-answered-with-1"),
+    ],
+)
+def test_version_1_answers(query):
+    status, body = negotiate(query)
     assert status == 200
     assert body["negotiateVersion"] == 1
     assert "connectionToken" in body

@@ -446,6 +446,9 @@ class HubConnection:
                 finally:
                     if message.invocation_id is not None:
                         self._in_flight.discard(message.invocation_id)
+                # Give the loop back between invocations: the writer drains what this one queued,
+                # and other connections are not stalled by one client's burst.
+                await asyncio.sleep(0)
         finally:
             self._worker = None
 
@@ -514,18 +517,22 @@ class HubConnection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._invocations.clear()
-        if connected:
-            # As ASP.NET Core: the hub hears of the disconnect while the connection is still in its
-            # groups, so on_disconnected can remove it from groups or tell the other members.
-            try:
-                await self._call_lifecycle("on_disconnected", self._close_exception)
-            except Exception:
-                logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
-        if registered:
-            try:
-                await self.manager.disconnect(self)
-            except Exception:
-                logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
+        try:
+            if connected:
+                # As ASP.NET Core: the hub hears of the disconnect while the connection is still in
+                # its groups, so on_disconnected can remove it from groups or tell the other members.
+                try:
+                    await self._call_lifecycle("on_disconnected", self._close_exception)
+                except Exception:
+                    logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
+        finally:
+            # Even if the server cancels us (daphne's application_close_timeout) during a slow
+            # on_disconnected: the registry is cleared before disconnect's first await.
+            if registered:
+                try:
+                    await self.manager.disconnect(self)
+                except Exception:
+                    logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
         writer = self._writer
         if writer is not None:
             if self._close_queued and not writer.done():

@@ -171,7 +171,9 @@ class HubLifetimeManager:
         if groups_of is None:
             return False
         if group in groups_of:
-            return True
+            # Already a member, or a concurrent join is in flight: wait for its layer join.
+            await self._sync_layer_group("group", group)
+            return group in groups_of
         groups_of.add(group)
         self.groups.setdefault(group, set()).add(connection_id)
         try:

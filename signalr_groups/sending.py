@@ -88,11 +88,14 @@ async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     if not may_have_other_members(layer, all_group, own):
         return False
     reply_to = await layer.new_channel()
-    await layer.group_send(all_group, {**message, "reply_to": reply_to})
     try:
+        await layer.group_send(all_group, {**message, "reply_to": reply_to})
         await asyncio.wait_for(layer.receive(reply_to), get_hub_settings().group_action_timeout)
     except TimeoutError:
         return False  # the cancelled receive released the reply channel
+    except BaseException:
+        await _release_channel(layer, reply_to)
+        raise
     await _release_channel(layer, reply_to)
     return True
 

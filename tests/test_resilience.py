@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from channels.layers import channel_layers
@@ -142,3 +143,58 @@ async def test_on_disconnected_runs_while_the_connection_is_still_in_its_groups(
     assert await client.invoke("Join", "room") is True
     await client.disconnect()
     assert removed == [True]
+
+
+slow_leaves: list[str] = []
+
+
+class SlowLeaveHub(Hub):
+    hub_name = "slow-leave"
+
+    @hub_method
+    async def join(self, group: str) -> bool:
+        return await self.groups.add_to_group(self.context.connection_id, group)
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        slow_leaves.append("started")
+        await asyncio.sleep(30)
+
+
+async def test_cancelled_during_slow_on_disconnected_still_leaves_the_hub():
+    """daphne cancels an application that outlives application_close_timeout: nothing may stay registered."""
+    client = HubClient(SlowLeaveHub, "/slow", user=FakeUser("eve"))
+    await client.connect()
+    assert await client.invoke("Join", "room") is True
+    await client.communicator.send_input({"type": "websocket.disconnect", "code": 1006})
+    for _ in range(100):
+        if slow_leaves:
+            break
+        await asyncio.sleep(0.01)
+    client.communicator.future.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await client.communicator.future
+    manager = get_manager("slow-leave")
+    assert manager is not None
+    assert (manager.connections, manager.groups, manager.users, manager.running) == ({}, {}, {}, False)
+
+
+class BigResultHub(Hub):
+    hub_name = "big-result"
+
+    @hub_method
+    async def big(self) -> str:
+        return "x" * 20_000
+
+
+async def test_a_burst_of_large_results_does_not_overflow_a_healthy_outbox():
+    """100 invocations answering 20 KB each (2 MB) in one frame: the writer drains between them."""
+    client = HubClient(BigResultHub, "/big")
+    await client.connect()
+    try:
+        frame = "".join(f'{{"type":1,"target":"Big","arguments":[],"invocationId":"{i}"}}\x1e' for i in range(100))
+        await client.send_text(frame)
+        records = await client.receive_records(100, timeout=10)
+        assert [record["invocationId"] for record in records] == [str(i) for i in range(100)]
+        assert all(len(record["result"]) == 20_000 for record in records)
+    finally:
+        await client.disconnect()

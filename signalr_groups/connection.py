@@ -446,9 +446,10 @@ class HubConnection:
                 finally:
                     if message.invocation_id is not None:
                         self._in_flight.discard(message.invocation_id)
-                # Give the loop back between invocations: the writer drains what this one queued,
-                # and other connections are not stalled by one client's burst.
-                await asyncio.sleep(0)
+                # Between invocations, give the loop back when outboxes fill or time is up: the
+                # writers drain, and one client's burst does not stall the other connections.
+                if self.manager.should_yield():
+                    await asyncio.sleep(0)
         finally:
             self._worker = None
 

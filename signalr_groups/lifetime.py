@@ -29,6 +29,8 @@ SEND: Final = "signalr.send"
 GROUP_ACTION: Final = "signalr.group_action"
 ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
+#: Longest stretch of sends or invocations before the event loop is handed back (seconds).
+_YIELD_BUDGET: Final = 0.005
 
 
 class LocalConnection(Protocol):
@@ -76,6 +78,22 @@ class HubLifetimeManager:
         self._running = False
         #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
         self.pressure = False
+        self._last_yield = time.monotonic()
+
+    def should_yield(self) -> bool:
+        """Whether a sender or an invocation loop should give the event loop back now.
+
+        Yes when an outbox is filling up (its writer must run), or when work has gone on for
+        ``_YIELD_BUDGET`` seconds without a forced yield (other sockets must not stall). Otherwise
+        no: records then pile up per socket and go out batched in one frame, which is what makes
+        bursts cheap.
+        """
+        now = time.monotonic()
+        if self.pressure or now - self._last_yield >= _YIELD_BUDGET:
+            self.pressure = False
+            self._last_yield = now
+            return True
+        return False
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -59,10 +59,9 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
         manager.deliver_local(address, record)
-        if manager.pressure:
-            # Some outbox is filling up: let the writers run before the caller's next send, so a
-            # burst of sends from one coroutine cannot trip the outbox bound of healthy clients.
-            manager.pressure = False
+        if manager.should_yield():
+            # An outbox is filling up or the loop has been busy: let the writers (and everyone
+            # else) run, so a burst of sends cannot trip healthy clients' outbox bounds.
             await asyncio.sleep(0)
         if not manager.needs_layer(address):
             return

@@ -17,7 +17,41 @@ CHECK_IDS: Final = {
     "signalr_groups.W001": "KEEP_ALIVE_INTERVAL is more than half the official clients' 30 s server timeout",
     "signalr_groups.W002": "CLIENT_TIMEOUT is not longer than the clients' 15 s keep-alive interval",
     "signalr_groups.W003": "the in-memory channel layer has a capacity below 1000",
+    "signalr_groups.W004": "RedisChannelLayer with redis-py 8's 5 s socket timeout, equal to its 5 s blocking pop",
 }
+
+#: channels_redis.core.RedisChannelLayer blocks on BZPOPMIN for this many seconds.
+_REDIS_CORE_BRPOP_TIMEOUT: Final = 5
+
+
+def _redis_py_major() -> int:
+    try:
+        from importlib.metadata import version
+
+        return int(version("redis").split(".")[0])
+    except Exception:
+        return 0
+
+
+def _check_redis_core_timeouts(layer_config: dict[str, Any]) -> list[checks.CheckMessage]:
+    if layer_config.get("BACKEND") != "channels_redis.core.RedisChannelLayer" or _redis_py_major() < 8:
+        return []
+    hosts = (layer_config.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+    for host in hosts:
+        timeout = host.get("socket_timeout") if isinstance(host, dict) else None
+        if timeout is not None and timeout > _REDIS_CORE_BRPOP_TIMEOUT:
+            continue
+        return [
+            checks.Warning(
+                "channels_redis' RedisChannelLayer waits 5 s on a blocking pop, and redis-py 8 times socket "
+                "reads out after 5 s too: idle receives then fail with 'Timeout reading from ...', and a "
+                "message popped at that instant can be lost.",
+                hint='Give each host a longer socket timeout: "hosts": [{"address": "redis://...", '
+                '"socket_timeout": 10}] (or use RedisPubSubChannelLayer).',
+                id="signalr_groups.W004",
+            )
+        ]
+    return []
 
 
 @checks.register()
@@ -40,6 +74,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
     else:
         config = layers[hub_settings.channel_layer]
+        messages.extend(_check_redis_core_timeouts(config))
         if config.get("BACKEND") == "channels.layers.InMemoryChannelLayer":
             capacity = (config.get("CONFIG") or {}).get("capacity", 100)
             if capacity < 1000:

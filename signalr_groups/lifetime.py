@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import weakref
 from typing import Any, Final, Protocol
@@ -76,6 +77,7 @@ class HubLifetimeManager:
         self._lifecycle = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._pending_acks: dict[str, asyncio.Future[None]] = {}
         #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
         self.pressure = False
         self._last_yield = time.monotonic()
@@ -290,6 +292,29 @@ class HubLifetimeManager:
 
     # ------------------------------------------------------------------ background tasks
 
+    async def request(self, layer_group: str, message: dict[str, Any], timeout: float) -> bool:
+        """Send a command to a layer group; True once some process acknowledges it on our channel."""
+        request_id = secrets.token_urlsafe(12)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_acks[request_id] = future
+        try:
+            await self.layer.group_send(
+                layer_group, {**message, "reply_to": self.channel_name, "request_id": request_id}
+            )
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._pending_acks.pop(request_id, None)
+        return True
+
+    async def _acknowledge(self, message: dict[str, Any], connection_id: str) -> None:
+        reply_to = message.get("reply_to")
+        if reply_to:
+            await self.layer.send(
+                reply_to, {"type": ACK, "connection_id": connection_id, "request_id": message.get("request_id")}
+            )
+
     async def _receive_loop(self) -> None:
         delay = 0.1
         while True:
@@ -325,16 +350,16 @@ class HubLifetimeManager:
                 await self.add_local(connection_id, message["group"])
             else:
                 await self.remove_local(connection_id, message["group"])
-            reply_to = message.get("reply_to")
-            if reply_to:
-                await self.layer.send(reply_to, {"type": ACK, "connection_id": connection_id})
+            await self._acknowledge(message, connection_id)
         elif kind == ABORT:
             connection = self.connections.get(message["connection_id"])
             if connection is not None:
                 connection.abort(message.get("error"), message.get("allow_reconnect"))
-                reply_to = message.get("reply_to")
-                if reply_to:
-                    await self.layer.send(reply_to, {"type": ACK, "connection_id": connection.connection_id})
+                await self._acknowledge(message, connection.connection_id)
+        elif kind == ACK:
+            future = self._pending_acks.get(message.get("request_id") or "")
+            if future is not None and not future.done():
+                future.set_result(None)
 
     async def _heartbeat_loop(self) -> None:
         settings = get_hub_settings()

@@ -86,10 +86,15 @@ async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     own = manager.channel_name if manager is not None else None
     if not may_have_other_members(layer, all_group, own):
         return False
+    timeout = get_hub_settings().group_action_timeout
+    if manager is not None and manager.running:
+        # In a server process the manager's own channel carries the acknowledgement: no extra
+        # channel to create, subscribe to, or cancel a receive on.
+        return await manager.request(all_group, message, timeout)
     reply_to = await layer.new_channel()
     try:
         await layer.group_send(all_group, {**message, "reply_to": reply_to})
-        await asyncio.wait_for(layer.receive(reply_to), get_hub_settings().group_action_timeout)
+        await asyncio.wait_for(layer.receive(reply_to), timeout)
     except TimeoutError:
         return False  # the cancelled receive released the reply channel
     except BaseException:

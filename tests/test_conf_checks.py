@@ -52,6 +52,19 @@ def test_missing_channel_layer_and_timing_warnings():
         assert _ids() == ["signalr_groups.W003"]
 
 
+def test_redis_core_layer_needs_a_socket_timeout_above_its_blocking_pop():
+    def layers(hosts):
+        return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": hosts}}}
+
+    with override_settings(CHANNEL_LAYERS=layers(["redis://127.0.0.1:6379"])):
+        assert _ids() == ["signalr_groups.W004"]
+    with override_settings(CHANNEL_LAYERS=layers([{"address": "redis://127.0.0.1:6379", "socket_timeout": 10}])):
+        assert _ids() == []
+    pubsub = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}}}
+    with override_settings(CHANNEL_LAYERS=pubsub):
+        assert _ids() == []
+
+
 def test_check_ids_are_documented_once():
     assert len(CHECK_IDS) == len(set(CHECK_IDS))
 

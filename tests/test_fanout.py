@@ -26,6 +26,7 @@ class FakeConnection:
         self.connection_id = connection_id
         self.user_identifier = user
         self.records: list[str] = []
+        self.aborted: list[tuple[str | None, bool | None]] = []
 
     def deliver(self, record: str) -> None:
         self.records.append(record)
@@ -34,7 +35,7 @@ class FakeConnection:
         pass
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
-        pass
+        self.aborted.append((error, allow_reconnect))
 
 
 @pytest.fixture

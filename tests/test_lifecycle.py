@@ -125,3 +125,18 @@ async def test_a_sync_hub_method_can_send_through_async_to_sync():
         ]
     finally:
         await client.disconnect()
+
+
+async def test_hub_context_abort_closes_a_local_connection_for_good():
+    from signalr_groups import get_hub_context
+    from tests.hubs import InteropHub
+
+    client = HubClient()
+    await client.connect()
+    connection_id = await client.invoke("GetConnectionId")
+    context = get_hub_context(InteropHub)
+    assert await context.abort(connection_id, error="You have been disconnected.") is True
+    assert await client.receive_record() == {"type": 7, "error": "You have been disconnected.", "allowReconnect": False}
+    assert await client.communicator.receive_output(2) == {"type": "websocket.close", "code": 1000}
+    await client.communicator.wait(2)
+    assert await context.abort(connection_id) is False

@@ -68,8 +68,13 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
         process.wait(10)
 
 
+def _host(url: str) -> dict[str, object]:
+    # A socket timeout above RedisChannelLayer's 5 s blocking pop (see check signalr_groups.W004).
+    return {"address": url, "socket_timeout": 10}
+
+
 def _layer_config(backend: str, url: str) -> dict[str, object]:
-    return {"default": {"BACKEND": backend, "CONFIG": {"hosts": [url], "capacity": 1000}}}
+    return {"default": {"BACKEND": backend, "CONFIG": {"hosts": [_host(url)], "capacity": 1000}}}
 
 
 async def _wait(predicate, timeout: float = 3.0) -> None:
@@ -94,7 +99,7 @@ async def test_two_processes_over_redis(redis_url, backend):
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
         layer_a = channel_layers["default"]
-        layer_b = import_string(backend)(hosts=[redis_url], capacity=1000)  # the "other process"
+        layer_b = import_string(backend)(hosts=[_host(redis_url)], capacity=1000)  # the "other process"
         here = get_manager(HUB, create=True)
         assert here is not None and here.layer is layer_a
         there = HubLifetimeManager(HUB, layer_b)
@@ -128,6 +133,14 @@ async def test_two_processes_over_redis(redis_url, backend):
             await context.clients.all_except(["alice-there"]).send("AllExcept", 5)
             await _wait(lambda: len(bob_there.records) == 3 and len(alice_here.records) == 3)
             assert len(alice_there.records) == 2
+
+            # Kick from anywhere: the owning process closes the connection.
+            assert await context.abort("bob-there", error="Kicked.") is True
+            assert bob_there.aborted == [("Kicked.", False)]
+            with override_settings(SIGNALR_GROUPS={"GROUP_ACTION_TIMEOUT": 0.5}):
+                assert await context.abort("no-such-connection") is False
+            await context.clients.client("bob-there").send("AfterTimeout", 6)
+            await _wait(lambda: len(bob_there.records) == 4)
         finally:
             for connection in (alice_there, bob_there):
                 await there.disconnect(connection)
@@ -138,7 +151,7 @@ async def test_two_processes_over_redis(redis_url, backend):
 
 @pytest.mark.parametrize("backend", LAYERS)
 async def test_unknown_connection_times_out_as_false(redis_url, backend):
-    settings = {"USER_ID_PROVIDER": "signalr_groups.users.username_user_id", "GROUP_ACTION_TIMEOUT": 0.3}
+    settings = {"USER_ID_PROVIDER": "signalr_groups.users.username_user_id", "GROUP_ACTION_TIMEOUT": 0.3}  # fmt: skip
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url), SIGNALR_GROUPS=settings):
         layer = channel_layers["default"]
         here = get_manager(HUB, create=True)
@@ -159,7 +172,7 @@ async def test_pubsub_reply_channels_are_released(redis_url):
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
         layer_a = channel_layers["default"]
-        layer_b = import_string(backend)(hosts=[redis_url], capacity=1000)
+        layer_b = import_string(backend)(hosts=[_host(redis_url)], capacity=1000)
         here = get_manager(HUB, create=True)
         assert here is not None
         there = HubLifetimeManager(HUB, layer_b)

@@ -6,12 +6,14 @@ from django.apps import AppConfig
 
 
 class SignalRGroupsConfig(AppConfig):
-    """``signalr_groups``: registers the system checks."""
+    """``signalr_groups``: registers the system checks and the token-redacting log filter."""
 
     name = "signalr_groups"
     verbose_name = "SignalR groups"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register system checks."""
-        from signalr_groups import checks  # noqa: F401 - registers the checks
+        """Register system checks; keep tokens out of the server loggers."""
+        from signalr_groups import checks, logfilters  # noqa: F401 - importing checks registers them
+
+        logfilters.install()

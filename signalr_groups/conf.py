@@ -35,6 +35,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "ALLOWED_ORIGINS": None,
     "HEARTBEAT_INTERVAL": 1.0,
     "LAYER_GROUP_REFRESH_INTERVAL": 3600.0,
+    "ACCESS_TOKEN_LIFETIME": 3600.0,
+    "DEFAULT_PERMISSION_CLASSES": (),
 }
 
 _POSITIVE_NUMBERS: Final = (
@@ -45,6 +47,7 @@ _POSITIVE_NUMBERS: Final = (
     "GROUP_ACTION_TIMEOUT",
     "HEARTBEAT_INTERVAL",
     "LAYER_GROUP_REFRESH_INTERVAL",
+    "ACCESS_TOKEN_LIFETIME",
 )
 _POSITIVE_INTS: Final = (
     "MAX_MESSAGE_SIZE",
@@ -73,6 +76,8 @@ class HubSettings:
     allowed_origins: tuple[str, ...] | None
     heartbeat_interval: float
     layer_group_refresh_interval: float
+    access_token_lifetime: float
+    default_permission_classes: tuple[Any, ...]
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -108,6 +113,17 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
             raise ImproperlyConfigured(
                 f"SIGNALR_GROUPS['USER_ID_PROVIDER'] = {values['USER_ID_PROVIDER']!r} cannot be imported: {exc}"
             ) from exc
+    permissions = values["DEFAULT_PERMISSION_CLASSES"]
+    if isinstance(permissions, str) or not isinstance(permissions, (list, tuple)):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['DEFAULT_PERMISSION_CLASSES'] must be a list of import paths.")
+    resolved_permissions: list[Any] = []
+    for item in permissions:
+        try:
+            resolved_permissions.append(import_string(item) if isinstance(item, str) else item)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"SIGNALR_GROUPS['DEFAULT_PERMISSION_CLASSES'] entry {item!r} cannot be imported: {exc}"
+            ) from exc
     if not callable(provider):
         raise ImproperlyConfigured("SIGNALR_GROUPS['USER_ID_PROVIDER'] must be a callable or its import path.")
     return HubSettings(
@@ -126,6 +142,8 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         allowed_origins=None if origins is None else tuple(origins),
         heartbeat_interval=float(values["HEARTBEAT_INTERVAL"]),
         layer_group_refresh_interval=float(values["LAYER_GROUP_REFRESH_INTERVAL"]),
+        access_token_lifetime=float(values["ACCESS_TOKEN_LIFETIME"]),
+        default_permission_classes=tuple(resolved_permissions),
     )
 
 

@@ -20,6 +20,7 @@ from signalr_groups.exceptions import HandshakeError, HubError, PayloadError, Pr
 from signalr_groups.groups import GroupManager
 from signalr_groups.hub import Hub
 from signalr_groups.lifetime import HubLifetimeManager
+from signalr_groups.permissions import check_permissions
 from signalr_groups.protocol.handshake import HANDSHAKE_OK, parse_handshake, write_handshake_error
 from signalr_groups.protocol.json import (
     PING_RECORD,
@@ -490,6 +491,13 @@ class HubConnection:
             if self.settings.detailed_errors:
                 text = f"{text} InvalidDataException: {problem}"
             self._complete(invocation_id, error=text)
+            return
+        permissions = (*self.hub.hub_permissions(), *method.permissions)
+        if permissions and not await database_sync_to_async(check_permissions)(
+            permissions, self.user, self.hub, method.signalr_name
+        ):
+            logger.info("signalr_groups: %r denied to %s", target, self.user_identifier or "an anonymous user")
+            self._complete(invocation_id, error=f"Failed to invoke '{target}' because user is unauthorized")
             return
         function = getattr(self._make_hub(), method.python_name)
         try:

@@ -14,11 +14,15 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
+
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.hub import Hub
+from signalr_groups.identity import bearer_from_scope, user_from_token
 from signalr_groups.lifetime import get_manager
 from signalr_groups.origin import origin_allowed
+from signalr_groups.permissions import check_permissions
 from signalr_groups.tokens import claim, new_connection_id, resolve
 
 logger = logging.getLogger(__name__)
@@ -80,21 +84,33 @@ class HubConsumer:
             await _deny(scope, send, 403, "Origin not allowed.")
             return
         user = scope.get("user")
+        token = bearer_from_scope(scope)
+        if token is not None:
+            user = await user_from_token(token)
+            if user is None:
+                await _deny(scope, send, 401, "Invalid or expired access token.")
+                return
+            scope["user"] = user
+        permissions = self.hub.hub_permissions()
+        if permissions and not await database_sync_to_async(check_permissions)(permissions, user, self.hub, None):
+            anonymous = not getattr(user, "is_authenticated", False)
+            await _deny(scope, send, 401 if anonymous else 403, "Unauthorized." if anonymous else "Forbidden.")
+            return
         manager = get_manager(hub_key, create=True)
         if manager is None:  # pragma: no cover - create=True always returns one
             raise RuntimeError("no lifetime manager")
-        token = query_param(scope, "id")
-        if token is None:
+        connection_token = query_param(scope, "id")
+        if connection_token is None:
             connection_id = new_connection_id()  # skipNegotiation: the socket is the connection
         else:
-            resolved = resolve(hub_key, user, token, settings.negotiate_token_max_age)
+            resolved = resolve(hub_key, user, connection_token, settings.negotiate_token_max_age)
             if resolved is None:
                 await _deny(scope, send, 404, "No Connection with that ID")
                 return
             if resolved in manager.connections:
                 await _deny(scope, send, 409, "Connection ID already in use")
                 return
-            if not claim(token, settings.negotiate_token_max_age):
+            if not claim(connection_token, settings.negotiate_token_max_age):
                 await _deny(scope, send, 404, "No Connection with that ID")
                 return
             connection_id = resolved

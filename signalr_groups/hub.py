@@ -11,11 +11,12 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from signalr_groups.naming import lookup_key, to_signalr_name
+from signalr_groups.permissions import BasePermission, as_permissions
 
 if TYPE_CHECKING:
     from signalr_groups.clients import HubCallerClients
@@ -25,23 +26,29 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "_signalr_hub_method_name"
+_PERMISSIONS = "_signalr_hub_method_permissions"
 
 
 @overload
 def hub_method(func: F) -> F: ...
 @overload
-def hub_method(*, name: object = None) -> Callable[[F], F]: ...
-def hub_method(func: F | None = None, *, name: object = None) -> F | Callable[[F], F]:
+def hub_method(*, name: object = None, permission_classes: Sequence[Any] = ()) -> Callable[[F], F]: ...
+def hub_method(
+    func: F | None = None, *, name: object = None, permission_classes: Sequence[Any] = ()
+) -> F | Callable[[F], F]:
     """Expose a hub method to clients, under ``name`` or the PascalCase form of its Python name.
 
-    Use it bare (``@hub_method``) or with a name (``@hub_method(name="Send")``). The method may
-    be ``async def`` or a plain ``def``; plain ones run in a worker thread, where the ORM is safe.
+    Use it bare (``@hub_method``) or with options (``@hub_method(name="Send",
+    permission_classes=[IsStaff])``). Method permissions add to the hub's own. The method may be
+    ``async def`` or a plain ``def``; plain ones run in a worker thread, where the ORM is safe.
     """
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError("hub_method(name=...) must be a non-empty string.")
+    permissions = as_permissions(permission_classes)
 
     def mark(function: F) -> F:
         setattr(function, _MARK, name if isinstance(name, str) else to_signalr_name(function.__name__))
+        setattr(function, _PERMISSIONS, permissions)
         return function
 
     if func is not None:
@@ -83,6 +90,7 @@ class HubMethod:
     min_args: int
     max_args: int | None
     checkers: tuple[Callable[[Any], bool] | None, ...]
+    permissions: tuple[BasePermission, ...] = ()
 
     @classmethod
     def build(cls, python_name: str, function: Callable[..., Any], signalr_name: str) -> HubMethod:
@@ -116,6 +124,7 @@ class HubMethod:
             min_args=min_args,
             max_args=max_args,
             checkers=tuple(checkers),
+            permissions=getattr(function, _PERMISSIONS, ()),
         )
 
     def binding_error(self, arguments: list[Any]) -> str | None:
@@ -149,6 +158,9 @@ class Hub:
 
     hub_name: ClassVar[str | None] = None
     hub_methods: ClassVar[dict[str, HubMethod]] = {}
+    #: Checked on negotiate, on connect and on every invocation; ``None`` means the
+    #: ``DEFAULT_PERMISSION_CLASSES`` setting (everyone, by default).
+    permission_classes: ClassVar[Sequence[Any] | None] = None
 
     context: HubCallerContext
     clients: HubCallerClients
@@ -180,6 +192,15 @@ class Hub:
     def hub_key(cls) -> str:
         """The name that scopes this hub's groups and users: ``hub_name`` or the import path."""
         return cls.hub_name or f"{cls.__module__}.{cls.__qualname__}"
+
+    @classmethod
+    def hub_permissions(cls) -> tuple[BasePermission, ...]:
+        """The hub-level permissions: ``permission_classes`` or the ``DEFAULT_PERMISSION_CLASSES`` setting."""
+        if cls.permission_classes is None:
+            from signalr_groups.conf import get_hub_settings
+
+            return as_permissions(get_hub_settings().default_permission_classes)
+        return as_permissions(cls.permission_classes)
 
     @classmethod
     def find_method(cls, name: str) -> HubMethod | None:

@@ -14,7 +14,7 @@ from django.urls import URLPattern, path
 
 from signalr_groups.consumer import HubConsumer
 from signalr_groups.hub import Hub
-from signalr_groups.views import negotiate_view
+from signalr_groups.views import access_token_view, negotiate_view
 
 
 def _route(route: str) -> str:
@@ -33,3 +33,8 @@ def negotiate_path(route: str, hub: type[Hub]) -> URLPattern:
 def websocket_path(route: str, hub: type[Hub]) -> URLPattern:
     """The Channels ``URLRouter`` pattern for the hub's WebSocket at ``<route>``."""
     return path(_route(route), HubConsumer.as_asgi(hub))  # type: ignore[arg-type]  # Channels routes ASGI apps
+
+
+def access_token_path(route: str = "signalr/token") -> URLPattern:
+    """The Django URL pattern of the access-token endpoint (``POST``; see ``access_token_view``)."""
+    return path(_route(route), access_token_view, name="signalr-access-token")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.db import database_sync_to_async
+from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from signalr_groups.access_tokens import issue_access_token
+from signalr_groups.conf import get_hub_settings
 from signalr_groups.hub import Hub
+from signalr_groups.identity import bearer_from_header, user_from_token
+from signalr_groups.permissions import check_permissions
 from signalr_groups.tokens import issue
 
 #: Highest negotiate version this server speaks.
@@ -51,7 +58,19 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
                 {"error": f"The client requested version '{version}', but the server does not support this version."}
             )
         version = min(version, MAX_NEGOTIATE_VERSION)
-        user: Any = await request.auser() if hasattr(request, "auser") else None
+        token = bearer_from_header(request.headers.get("Authorization"))
+        user: Any
+        if token is not None:
+            user = await user_from_token(token)
+            if user is None:
+                return HttpResponse("Invalid or expired access token.", status=401, content_type="text/plain")
+        else:
+            user = await request.auser() if hasattr(request, "auser") else None
+        permissions = hub.hub_permissions()
+        if permissions and not await database_sync_to_async(check_permissions)(permissions, user, hub, None):
+            if not getattr(user, "is_authenticated", False):
+                return HttpResponse("Unauthorized", status=401, content_type="text/plain")
+            return HttpResponse("Forbidden", status=403, content_type="text/plain")
         connection_id, token = issue(hub_key, user, version)
         body: dict[str, Any] = {
             "connectionId": connection_id,
@@ -67,3 +86,47 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
 
     negotiate.__name__ = negotiate.__qualname__ = f"negotiate_{hub.__name__}"
     return negotiate
+
+
+@csrf_exempt
+def access_token_view(request: HttpRequest) -> HttpResponse:
+    """Issue a bearer access token: ``POST`` with ``username`` and ``password`` (JSON or form), or
+    as an already logged-in session user.
+
+    Answers ``{"access_token": …, "token_type": "Bearer", "expires_in": seconds}``, 401 for bad
+    credentials. CSRF-exempt: it never acts on a victim's cookies in a way a cross-site page could
+    read (the answer is not readable cross-origin). Put a rate limit in front of it, as for any login.
+    """
+    if request.method != "POST":
+        return HttpResponse("Only POST is allowed.", status=405, content_type="text/plain", headers={"Allow": "POST"})
+    credentials: dict[str, Any] = {}
+    if request.content_type == "application/json":
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return JsonResponse({"error": "The body is not valid JSON."}, status=400)
+        if isinstance(body, dict):
+            credentials = body
+    else:
+        credentials = request.POST.dict()
+    username, password = credentials.get("username"), credentials.get("password")
+    user: Any
+    if username is not None or password is not None:
+        if not isinstance(username, str) or not isinstance(password, str):
+            return JsonResponse({"error": "username and password must be strings."}, status=400)
+        user = authenticate(request, username=username, password=password)
+        if user is None:
+            return JsonResponse({"error": "Invalid credentials."}, status=401)
+    elif request.user.is_authenticated:
+        user = request.user
+    else:
+        return JsonResponse({"error": "Log in, or send username and password."}, status=401)
+    response = JsonResponse(
+        {
+            "access_token": issue_access_token(user),
+            "token_type": "Bearer",
+            "expires_in": int(get_hub_settings().access_token_lifetime),
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response

@@ -14,12 +14,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from hubproject.chat.hubs import ChatHub  # noqa: E402
 from signalr_groups.routing import websocket_path  # noqa: E402
-from tests.hubs import InteropHub, OtherHub  # noqa: E402
+from tests.hubs import InteropHub, OtherHub, ProtectedHub  # noqa: E402
 
 websocket_urlpatterns = [
     websocket_path("interop", InteropHub),
     websocket_path("other", OtherHub),
     websocket_path("chatHub", ChatHub),
+    websocket_path("protected", ProtectedHub),
 ]
 
 application = ProtocolTypeRouter(

@@ -9,6 +9,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from signalr_groups import Hub, HubError, hub_method
+from signalr_groups.permissions import HasPermission, IsAuthenticated, IsStaff
 
 
 class InteropHub(Hub):
@@ -149,3 +150,26 @@ class OtherHub(Hub):
     @hub_method
     async def send_to_group(self, group_name: str, message: str) -> None:
         await self.clients.group(group_name).send("Receive", "group", message)
+
+
+class ProtectedHub(Hub):
+    """Needs an authenticated user to negotiate, connect or call anything; some methods need more."""
+
+    hub_name = "protected"
+    permission_classes = [IsAuthenticated]
+
+    @hub_method
+    async def whoami(self) -> str | None:
+        return self.context.user_identifier
+
+    @hub_method(permission_classes=[IsStaff])
+    async def staff_only(self) -> str:
+        return "staff"
+
+    @hub_method(permission_classes=[HasPermission("auth.view_user") | IsStaff])
+    async def view_users(self) -> str:
+        return "users"
+
+    @hub_method(permission_classes=[~IsStaff])
+    async def not_for_staff(self) -> str:
+        return "not staff"

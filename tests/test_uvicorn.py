@@ -65,3 +65,24 @@ async def test_refusals_carry_real_status_codes_under_uvicorn(uvicorn_process):
         async with connect(base, additional_headers={"Origin": "http://evil.example"}):
             pass
     assert foreign.value.response.status_code == 403
+
+
+async def test_tokens_never_reach_the_server_log(uvicorn_process, live_users):
+    """uvicorn logs WebSocket URLs with their query string: access_token and id values must be redacted."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+
+    from signalr_groups.access_tokens import issue_access_token
+
+    user = await sync_to_async(get_user_model().objects.get)(username="alice")
+    access_token = await sync_to_async(issue_access_token)(user)
+    connection_token = _negotiate(uvicorn_process)["connectionToken"]
+    async with connect(f"{uvicorn_process.ws_url}/protected?access_token={access_token}") as ws:
+        await ws.send('{"protocol":"json","version":1}' + RS)
+        assert await ws.recv() == "{}" + RS
+    async with connect(f"{uvicorn_process.ws_url}/interop?id={connection_token}") as ws:
+        await ws.send('{"protocol":"json","version":1}' + RS)
+        assert await ws.recv() == "{}" + RS
+    log = uvicorn_process.log()
+    assert "access_token=[redacted]" in log and "id=[redacted]" in log
+    assert access_token not in log and connection_token not in log

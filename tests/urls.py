@@ -5,14 +5,16 @@ from __future__ import annotations
 from django.urls import path
 
 from hubproject.chat.hubs import ChatHub
-from signalr_groups.routing import negotiate_path
+from signalr_groups.routing import access_token_path, negotiate_path
 from tests import views
-from tests.hubs import InteropHub, OtherHub
+from tests.hubs import InteropHub, OtherHub, ProtectedHub
 
 urlpatterns = [
     negotiate_path("interop", InteropHub),
     negotiate_path("other", OtherHub),
     negotiate_path("chatHub", ChatHub),
+    negotiate_path("protected", ProtectedHub),
+    access_token_path("signalr/token"),
     path("ctx/send", views.context_send),
     path("ctx/group", views.context_group),
 ]

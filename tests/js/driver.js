@@ -16,6 +16,7 @@ async function handle(cmd) {
   switch (cmd.op) {
     case "connect": {
       const options = { headers: cmd.headers || {} };
+      if (cmd.accessToken) options.accessTokenFactory = () => cmd.accessToken;
       if (cmd.skipNegotiation) {
         options.skipNegotiation = true;
         options.transport = signalR.HttpTransportType.WebSockets;

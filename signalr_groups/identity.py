@@ -1,0 +1,46 @@
+"""Who is connecting: a bearer access token if the client sent one, else the Django session user.
+
+The official clients send ``accessTokenFactory``'s token as ``Authorization: Bearer`` on
+negotiate (and, in Node and .NET, on the WebSocket upgrade), and as the ``access_token`` query
+parameter on the browser WebSocket, which cannot carry headers. A token that is present but
+invalid is refused (401), never silently downgraded to the session or to anonymous.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+
+from signalr_groups.access_tokens import user_for_access_token
+
+_BEARER = "bearer "
+
+
+def bearer_from_header(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    if value and value[: len(_BEARER)].lower() == _BEARER:
+        token = value[len(_BEARER) :].strip()
+        return token or None
+    return None
+
+
+def bearer_from_scope(scope: dict[str, Any]) -> str | None:
+    """The access token of a WebSocket request: the Authorization header, else ``access_token``."""
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            token = bearer_from_header(bytes(value).decode("latin-1"))
+            if token is not None:
+                return token
+    raw = scope.get("query_string", b"")
+    try:
+        values = parse_qs(bytes(raw).decode("latin-1")).get("access_token")
+    except ValueError:
+        return None
+    return values[0] if values else None
+
+
+async def user_from_token(token: str) -> Any | None:
+    """The user of a bearer token (database lookup in a worker thread), or None if invalid."""
+    return await database_sync_to_async(user_for_access_token)(token)

@@ -48,3 +48,15 @@ def user_for_access_token(token: str) -> Any | None:
     if not constant_time_compare(payload["h"], user.get_session_auth_hash()):
         return None
     return user
+
+
+def access_token_expiry(token: str) -> float | None:
+    """When a token expires (Unix time), read from its signed timestamp; None if unreadable.
+
+    Only meaningful for a token that :func:`user_for_access_token` accepted.
+    """
+    try:
+        _value, timestamp, _signature = token.rsplit(":", 2)
+        return float(signing.b62_decode(timestamp)) + get_hub_settings().access_token_lifetime
+    except (ValueError, TypeError):
+        return None

@@ -13,7 +13,8 @@ class SignalRGroupsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register system checks; keep tokens out of the server loggers."""
-        from signalr_groups import checks, logfilters  # noqa: F401 - importing checks registers them
+        """Register system checks, keep tokens out of the server loggers, watch accounts for revocation."""
+        from signalr_groups import checks, logfilters, receivers  # noqa: F401 - importing checks registers them
 
         logfilters.install()
+        receivers.connect_receivers()

@@ -73,6 +73,10 @@ class HubConnection:
         user: Any,
         user_identifier: str | None,
         manager: HubLifetimeManager,
+        account_id: str | None = None,
+        session_key: str | None = None,
+        auth_expires_at: float | None = None,
+        auth_kind: str | None = None,
     ) -> None:
         self.hub = hub
         self.scope = scope
@@ -81,6 +85,12 @@ class HubConnection:
         self.user = user
         self.user_identifier = user_identifier
         self.manager = manager
+        #: The Django user's pk (account-level revocation) and, for cookie logins, the session key.
+        self.account_id = account_id
+        self.session_key = session_key
+        #: Unix time at which the session or access token that authenticated us expires.
+        self.auth_expires_at = auth_expires_at
+        self.auth_kind = auth_kind
         self.context = HubCallerContext(
             connection_id=connection_id,
             user=user,
@@ -172,6 +182,13 @@ class HubConnection:
                 True,
                 ConnectionClosedError("client timeout"),
             )
+            return
+        if self.auth_expires_at is not None and time.time() >= self.auth_expires_at:
+            # A token can be renewed by the client's accessTokenFactory; an expired session cannot.
+            if self.auth_kind == "token":
+                self._begin_close("Your access token expired.", True, ConnectionClosedError("token expired"))
+            else:
+                self._begin_close("Your session expired.", False, ConnectionClosedError("session expired"))
             return
         if not self._outbox and now - self.last_write >= settings.keep_alive_interval:
             self.deliver(PING_RECORD)

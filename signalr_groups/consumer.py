@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
+from signalr_groups.access_tokens import access_token_expiry
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.hub import Hub
@@ -58,6 +59,11 @@ async def _deny(scope: dict[str, Any], send: ASGISend, status: int, reason: str)
         await send({"type": "websocket.close", "code": 1008})
 
 
+def _session_state(session: Any) -> tuple[str | None, float | None]:
+    """The session key and expiry (Unix time) of a Django session (reads it: call in a thread)."""
+    return session.session_key, session.get_expiry_date().timestamp()
+
+
 class HubConsumer:
     """ASGI app serving one hub over WebSockets: ``HubConsumer.as_asgi(ChatHub)``."""
 
@@ -85,12 +91,19 @@ class HubConsumer:
             return
         user = scope.get("user")
         token = bearer_from_scope(scope)
+        auth_kind: str | None = None
+        auth_expires_at: float | None = None
+        session_key: str | None = None
         if token is not None:
             user = await user_from_token(token)
             if user is None:
                 await _deny(scope, send, 401, "Invalid or expired access token.")
                 return
             scope["user"] = user
+            auth_kind, auth_expires_at = "token", access_token_expiry(token)
+        elif getattr(user, "is_authenticated", False) and scope.get("session") is not None:
+            auth_kind = "session"
+            session_key, auth_expires_at = await database_sync_to_async(_session_state)(scope["session"])
         permissions = self.hub.hub_permissions()
         if permissions and not await database_sync_to_async(check_permissions)(permissions, user, self.hub, None):
             anonymous = not getattr(user, "is_authenticated", False)
@@ -134,5 +147,9 @@ class HubConsumer:
             user=user,
             user_identifier=user_identifier,
             manager=manager,
+            account_id=str(getattr(user, "pk", "")) if getattr(user, "is_authenticated", False) else None,
+            session_key=session_key,
+            auth_expires_at=auth_expires_at,
+            auth_kind=auth_kind,
         )
         await connection.run(receive)

@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from signalr_groups.clients import ClientProxy, HubClients
 from signalr_groups.groups import GroupManager
 from signalr_groups.hub import Hub
+from signalr_groups.revocation import disconnect_user
 from signalr_groups.sending import abort
 
 
@@ -31,6 +32,10 @@ class HubContext:
     async def abort(self, connection_id: str, *, error: str | None = None, allow_reconnect: bool = False) -> bool:
         """Close one connection on whichever server holds it; True if it was found."""
         return await abort(self.hub.hub_key(), connection_id, error, allow_reconnect)
+
+    async def disconnect_user(self, user_or_pk: Any, *, reason: str = "Your access was revoked.") -> None:
+        """Close every connection of a Django user, in every hub, on every server ("disconnect everywhere")."""
+        await disconnect_user(user_or_pk, reason=reason)
 
     @property
     def sync(self) -> SyncHubContext:
@@ -121,6 +126,10 @@ class SyncHubContext:
     def abort(self, connection_id: str, *, error: str | None = None, allow_reconnect: bool = False) -> bool:
         """Close one connection on whichever server holds it; True if it was found."""
         return async_to_sync(self._context.abort)(connection_id, error=error, allow_reconnect=allow_reconnect)
+
+    def disconnect_user(self, user_or_pk: Any, *, reason: str = "Your access was revoked.") -> None:
+        """Close every connection of a Django user, everywhere."""
+        async_to_sync(self._context.disconnect_user)(user_or_pk, reason=reason)
 
 
 def get_hub_context(hub: object) -> HubContext:

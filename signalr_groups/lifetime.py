@@ -30,6 +30,7 @@ SEND: Final = "signalr.send"
 GROUP_ACTION: Final = "signalr.group_action"
 ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
+REVOKE_ACCOUNT: Final = "signalr.revoke_account"
 #: Longest stretch of sends or invocations before the event loop is handed back (seconds).
 _YIELD_BUDGET: Final = 0.005
 
@@ -69,6 +70,8 @@ class HubLifetimeManager:
         self.connections: dict[str, LocalConnection] = {}
         self.groups: dict[str, set[str]] = {}
         self.users: dict[str, set[str]] = {}
+        #: Django user pk -> connection ids (for account-level revocation, whatever the user identifier).
+        self.accounts: dict[str, set[str]] = {}
         self.connection_groups: dict[str, set[str]] = {}
         self.channel_name: str | None = None
         self.all_group = layer_group_name(hub_key, "all", "")
@@ -143,12 +146,17 @@ class HubLifetimeManager:
             user = connection.user_identifier
             if user is not None:
                 self.users.setdefault(user, set()).add(connection.connection_id)
-        if user is not None:
-            try:
+            account = getattr(connection, "account_id", None)
+            if account is not None:
+                self.accounts.setdefault(account, set()).add(connection.connection_id)
+        try:
+            if user is not None:
                 await self._sync_layer_group("user", user)
-            except BaseException:
-                await self.disconnect(connection)
-                raise
+            if account is not None:
+                await self._sync_layer_group("account", account)
+        except BaseException:
+            await self.disconnect(connection)
+            raise
 
     async def disconnect(self, connection: LocalConnection) -> None:
         """Remove a connection from the hub, its groups and its user; stop when the last one leaves.
@@ -168,14 +176,18 @@ class HubLifetimeManager:
                 if not members:
                     del self.groups[group]
                     emptied.append(("group", group))
-        user = connection.user_identifier
-        if user is not None:
-            members = self.users.get(user)
+        for kind, index, key in (
+            ("user", self.users, connection.user_identifier),
+            ("account", self.accounts, getattr(connection, "account_id", None)),
+        ):
+            if key is None:
+                continue
+            members = index.get(key)
             if members is not None:
                 members.discard(connection_id)
                 if not members:
-                    del self.users[user]
-                    emptied.append(("user", user))
+                    del index[key]
+                    emptied.append((kind, key))
         for kind, name in emptied:
             await self._sync_quietly(kind, name)
         if not self.connections:
@@ -228,7 +240,8 @@ class HubLifetimeManager:
         """Make this process's layer membership match the local registry (serialized per group)."""
         if self.layer is None:
             return
-        layer_group = layer_group_name(self.hub_key, kind, name)
+        # Account groups are shared by every hub: revoking an account reaches all of them at once.
+        layer_group = layer_group_name("" if kind == "account" else self.hub_key, kind, name)
         entry = self._layer_locks.get(layer_group)
         if entry is None:
             entry = self._layer_locks[layer_group] = _LockEntry()
@@ -239,7 +252,7 @@ class HubLifetimeManager:
                 if channel is None:
                     return
                 # Read the wish under the lock: the registry may have changed while we waited.
-                wanted = name in (self.groups if kind == "group" else self.users)
+                wanted = name in {"group": self.groups, "user": self.users, "account": self.accounts}[kind]
                 joined = layer_group in self._joined
                 if wanted and not joined:
                     await self.layer.group_add(layer_group, channel)
@@ -281,6 +294,21 @@ class HubLifetimeManager:
                 connection.deliver(record)
                 count += 1
         return count
+
+    def revoke_account_local(
+        self, account: str, session_key: str | None, error: str | None, allow_reconnect: bool | None
+    ) -> int:
+        """Close this process's connections of a Django user (of one session only, if given)."""
+        closed = 0
+        for connection_id in list(self.accounts.get(account, ())):
+            connection = self.connections.get(connection_id)
+            if connection is None:
+                continue
+            if session_key is not None and getattr(connection, "session_key", None) != session_key:
+                continue
+            connection.abort(error, allow_reconnect)
+            closed += 1
+        return closed
 
     def needs_layer(self, address: Address) -> bool:
         """Whether a send from this process must also cross the channel layer."""
@@ -356,6 +384,10 @@ class HubLifetimeManager:
             if connection is not None:
                 connection.abort(message.get("error"), message.get("allow_reconnect"))
                 await self._acknowledge(message, connection.connection_id)
+        elif kind == REVOKE_ACCOUNT:
+            self.revoke_account_local(
+                message["account"], message.get("session_key"), message.get("error"), message.get("allow_reconnect")
+            )
         elif kind == ACK:
             future = self._pending_acks.get(message.get("request_id") or "")
             if future is not None and not future.done():
@@ -383,6 +415,12 @@ class HubLifetimeManager:
 _managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, HubLifetimeManager]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def running_managers() -> list[HubLifetimeManager]:
+    """The running managers of every hub in the running event loop."""
+    managers = _managers.get(asyncio.get_running_loop()) or {}
+    return [manager for manager in managers.values() if manager.running]
 
 
 def get_manager(hub_key: str, *, create: bool = False) -> HubLifetimeManager | None:

@@ -68,10 +68,11 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(
-            self.http_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+    def post_json(self, path: str, body: dict[str, Any], cookie: str | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if cookie:
+            headers["Cookie"] = cookie
+        request = urllib.request.Request(self.http_url + path, data=json.dumps(body).encode(), headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 

@@ -17,4 +17,6 @@ urlpatterns = [
     access_token_path("signalr/token"),
     path("ctx/send", views.context_send),
     path("ctx/group", views.context_group),
+    path("test/logout", views.logout_view),
+    path("test/account", views.account_action),
 ]

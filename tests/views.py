@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from django.contrib.auth import get_user_model, logout
+from django.contrib.sessions.models import Session
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -50,3 +52,35 @@ async def context_group(request: HttpRequest) -> HttpResponse:
     else:
         ok = await groups.remove_from_group(body["connection_id"], body["group"])
     return JsonResponse({"ok": ok})
+
+
+@csrf_exempt
+def logout_view(request: HttpRequest) -> HttpResponse:
+    """Log the session out, as Django's LogoutView does (without its CSRF dance)."""
+    logout(request)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def account_action(request: HttpRequest) -> HttpResponse:
+    """Change an account inside the server process, as an admin or a view would."""
+    body = json.loads(request.body)
+    user = get_user_model().objects.get(username=body["username"])
+    action = body["action"]
+    if action == "password":
+        user.set_password("a-new-password")
+        user.save()
+    elif action == "deactivate":
+        user.is_active = False
+        user.save()
+    elif action == "delete":
+        user.delete()
+    elif action == "clear_sessions":
+        for session in Session.objects.all():
+            if session.get_decoded().get("_auth_user_id") == str(user.pk):
+                session.delete()
+    elif action == "disconnect":
+        get_hub_context(InteropHub).sync.disconnect_user(user, reason="Disconnected by an administrator.")
+    else:
+        return JsonResponse({"error": "unknown action"}, status=400)
+    return JsonResponse({"ok": True})

@@ -17,4 +17,4 @@ class SignalRGroupsConfig(AppConfig):
         from signalr_groups import checks, logfilters, receivers  # noqa: F401 - importing checks registers them
 
         logfilters.install()
-        receivers.connect_receivers()
+        receivers.connect_all()

@@ -112,6 +112,7 @@ class HubConsumer:
         manager = get_manager(hub_key, create=True)
         if manager is None:  # pragma: no cover - create=True always returns one
             raise RuntimeError("no lifetime manager")
+        manager.hub_class = self.hub
         connection_token = query_param(scope, "id")
         if connection_token is None:
             connection_id = new_connection_id()  # skipNegotiation: the socket is the connection

@@ -161,6 +161,9 @@ class Hub:
     #: Checked on negotiate, on connect and on every invocation; ``None`` means the
     #: ``DEFAULT_PERMISSION_CLASSES`` setting (everyone, by default).
     permission_classes: ClassVar[Sequence[Any] | None] = None
+    #: Groups that need a :class:`~signalr_groups.models.GroupGrant` to join: exact names, or
+    #: prefixes ending in ``*`` (``"*"`` restricts every group). All other groups are open.
+    restricted_groups: ClassVar[Sequence[str]] = ()
 
     context: HubCallerContext
     clients: HubCallerClients
@@ -201,6 +204,13 @@ class Hub:
 
             return as_permissions(get_hub_settings().default_permission_classes)
         return as_permissions(cls.permission_classes)
+
+    @classmethod
+    def is_restricted(cls, group: str) -> bool:
+        """Whether joining ``group`` needs a grant."""
+        from signalr_groups.models import grant_matches
+
+        return any(grant_matches(pattern, group) for pattern in cls.restricted_groups)
 
     @classmethod
     def find_method(cls, name: str) -> HubMethod | None:

@@ -18,10 +18,21 @@ import time
 import weakref
 from typing import Any, Final, Protocol
 
+from channels.db import database_sync_to_async
+
 from signalr_groups.addressing import Address
 from signalr_groups.conf import get_hub_settings
+from signalr_groups.exceptions import HubError
+from signalr_groups.grants import (
+    GROUP_ACCESS_REVOKED,
+    GrantList,
+    GroupAccessDeniedError,
+    access_until,
+    fresh_active_grants,
+)
 from signalr_groups.layers import get_layer, may_have_other_members
 from signalr_groups.naming import layer_group_name
+from signalr_groups.protocol.json import write_invocation
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +42,7 @@ GROUP_ACTION: Final = "signalr.group_action"
 ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
 REVOKE_ACCOUNT: Final = "signalr.revoke_account"
+GROUP_ACCESS: Final = "signalr.group_access"
 #: Longest stretch of sends or invocations before the event loop is handed back (seconds).
 _YIELD_BUDGET: Final = 0.005
 
@@ -72,6 +84,10 @@ class HubLifetimeManager:
         self.users: dict[str, set[str]] = {}
         #: Django user pk -> connection ids (for account-level revocation, whatever the user identifier).
         self.accounts: dict[str, set[str]] = {}
+        #: (connection id, restricted group) -> Unix time its access ends (None: no expiry).
+        self.access_until: dict[tuple[str, str], float | None] = {}
+        #: The Hub class (set by the consumer); it says which groups are restricted.
+        self.hub_class: Any = None
         self.connection_groups: dict[str, set[str]] = {}
         self.channel_name: str | None = None
         self.all_group = layer_group_name(hub_key, "all", "")
@@ -80,7 +96,7 @@ class HubLifetimeManager:
         self._lifecycle = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
-        self._pending_acks: dict[str, asyncio.Future[None]] = {}
+        self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
         self.pressure = False
         self._last_yield = time.monotonic()
@@ -170,6 +186,7 @@ class HubLifetimeManager:
         del self.connections[connection_id]
         emptied: list[tuple[str, str]] = []
         for group in self.connection_groups.pop(connection_id, set()):
+            self.access_until.pop((connection_id, group), None)
             members = self.groups.get(group)
             if members is not None:
                 members.discard(connection_id)
@@ -206,6 +223,16 @@ class HubLifetimeManager:
             # Already a member, or a concurrent join is in flight: wait for its layer join.
             await self._sync_layer_group("group", group)
             return group in groups_of
+        hub = self.hub_class
+        if hub is not None and hub.is_restricted(group):
+            connection = self.connections[connection_id]
+            grants = await database_sync_to_async(fresh_active_grants)(getattr(connection, "user", None), self.hub_key)
+            covered, until = access_until(grants, group)
+            if not covered:
+                raise GroupAccessDeniedError(f"Access to group '{group}' needs a grant, and you have none.")
+            if connection_id not in self.connection_groups or group in self.connection_groups[connection_id]:
+                return connection_id in self.connection_groups  # disconnected, or joined meanwhile
+            self.access_until[(connection_id, group)] = until
         groups_of.add(group)
         self.groups.setdefault(group, set()).add(connection_id)
         try:
@@ -221,14 +248,65 @@ class HubLifetimeManager:
         groups_of = self.connection_groups.get(connection_id)
         if groups_of is None:
             return False
-        groups_of.discard(group)
+        if self._remove_now(connection_id, group):
+            await self._sync_quietly("group", group)
+        return True
+
+    def _remove_now(self, connection_id: str, group: str) -> bool:
+        """Take a connection out of a group in the registry, synchronously; True if the group emptied."""
+        self.connection_groups.get(connection_id, set()).discard(group)
+        self.access_until.pop((connection_id, group), None)
         members = self.groups.get(group)
         if members is not None:
             members.discard(connection_id)
             if not members:
                 del self.groups[group]
-                await self._sync_quietly("group", group)
-        return True
+                return True
+        return False
+
+    async def apply_group_access(self, account: str, grants: GrantList, cause: str) -> int:
+        """Re-check a user's restricted memberships against their current grants; return how many ended.
+
+        Memberships no longer covered end at once (before any other message is handled) and the
+        connection gets ``GroupAccessRevoked(group, cause)``; the others get their new expiry.
+        """
+        hub = self.hub_class
+        if hub is None:
+            return 0
+        emptied: list[str] = []
+        ended = 0
+        for connection_id in list(self.accounts.get(account, ())):
+            connection = self.connections.get(connection_id)
+            if connection is None:
+                continue
+            for group in sorted(self.connection_groups.get(connection_id, ())):
+                if not hub.is_restricted(group):
+                    continue
+                covered, until = access_until(grants, group)
+                if covered:
+                    self.access_until[(connection_id, group)] = until
+                    continue
+                if self._remove_now(connection_id, group):
+                    emptied.append(group)
+                connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, cause)))
+                ended += 1
+        for group in emptied:
+            await self._sync_quietly("group", group)
+        return ended
+
+    async def _expire_group_access(self) -> None:
+        now = time.time()
+        expired = [key for key, until in self.access_until.items() if until is not None and until <= now]
+        emptied: list[str] = []
+        for connection_id, group in expired:
+            connection = self.connections.get(connection_id)
+            if self._remove_now(connection_id, group):
+                emptied.append(group)
+            if connection is not None:
+                connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, "expired")))
+                logger.info("signalr_groups: access of %s to group %r expired", connection_id, group)
+        for group in emptied:
+            await self._sync_quietly("group", group)
 
     async def _sync_quietly(self, kind: str, name: str) -> None:
         try:
@@ -321,26 +399,32 @@ class HubLifetimeManager:
     # ------------------------------------------------------------------ background tasks
 
     async def request(self, layer_group: str, message: dict[str, Any], timeout: float) -> bool:
-        """Send a command to a layer group; True once some process acknowledges it on our channel."""
+        """Send a command to a layer group; True once some process acknowledges it on our channel.
+
+        Raises :class:`HubError` with the owner's message if the owner refused the command.
+        """
         request_id = secrets.token_urlsafe(12)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending_acks[request_id] = future
         try:
             await self.layer.group_send(
                 layer_group, {**message, "reply_to": self.channel_name, "request_id": request_id}
             )
-            await asyncio.wait_for(future, timeout)
+            ack = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return False
         finally:
             self._pending_acks.pop(request_id, None)
+        if ack.get("error"):
+            raise GroupAccessDeniedError(str(ack["error"]))
         return True
 
-    async def _acknowledge(self, message: dict[str, Any], connection_id: str) -> None:
+    async def _acknowledge(self, message: dict[str, Any], connection_id: str, error: str | None = None) -> None:
         reply_to = message.get("reply_to")
         if reply_to:
             await self.layer.send(
-                reply_to, {"type": ACK, "connection_id": connection_id, "request_id": message.get("request_id")}
+                reply_to,
+                {"type": ACK, "connection_id": connection_id, "request_id": message.get("request_id"), "error": error},
             )
 
     async def _receive_loop(self) -> None:
@@ -374,16 +458,26 @@ class HubLifetimeManager:
             connection_id = message["connection_id"]
             if connection_id not in self.connections:
                 return
-            if message["action"] == "add":
-                await self.add_local(connection_id, message["group"])
-            else:
-                await self.remove_local(connection_id, message["group"])
+            try:
+                if message["action"] == "add":
+                    await self.add_local(connection_id, message["group"])
+                else:
+                    await self.remove_local(connection_id, message["group"])
+            except HubError as exc:
+                await self._acknowledge(message, connection_id, error=str(exc))
+                return
             await self._acknowledge(message, connection_id)
         elif kind == ABORT:
             connection = self.connections.get(message["connection_id"])
             if connection is not None:
                 connection.abort(message.get("error"), message.get("allow_reconnect"))
                 await self._acknowledge(message, connection.connection_id)
+        elif kind == GROUP_ACCESS:
+            if message.get("hub") == self.hub_key:
+                grants = [
+                    (str(pattern), None if until is None else float(until)) for pattern, until in message["grants"]
+                ]
+                await self.apply_group_access(message["account"], grants, message.get("cause") or "changed")
         elif kind == REVOKE_ACCOUNT:
             self.revoke_account_local(
                 message["account"], message.get("session_key"), message.get("error"), message.get("allow_reconnect")
@@ -391,7 +485,7 @@ class HubLifetimeManager:
         elif kind == ACK:
             future = self._pending_acks.get(message.get("request_id") or "")
             if future is not None and not future.done():
-                future.set_result(None)
+                future.set_result(message)
 
     async def _heartbeat_loop(self) -> None:
         settings = get_hub_settings()
@@ -404,6 +498,11 @@ class HubLifetimeManager:
                     connection.heartbeat(now)
                 except Exception:
                     logger.exception("signalr_groups: heartbeat failed for connection %s", connection.connection_id)
+            if self.access_until:
+                try:
+                    await self._expire_group_access()
+                except Exception:
+                    logger.exception("signalr_groups: expiring group access failed")
             if self.layer is not None and now - last_refresh >= settings.layer_group_refresh_interval:
                 # channels-redis expires memberships after group_expiry: refresh the live ones.
                 last_refresh = now

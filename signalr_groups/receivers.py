@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from signalr_groups.revocation import disconnect_user_on_commit
+from signalr_groups.revocation import disconnect_user_on_commit, group_access_changed_on_commit
 
 _OLD_STATE = "_signalr_groups_old_state"
 
@@ -75,3 +75,123 @@ def connect_receivers() -> None:
     except RuntimeError:  # django.contrib.sessions is not installed
         return
     post_delete.connect(_on_session_deleted, sender=Session, dispatch_uid="signalr_groups.session_deleted")
+
+
+def connect_all() -> None:
+    """Connect every receiver of the app."""
+    connect_receivers()
+    connect_grant_receivers()
+
+
+# ---------------------------------------------------------------- group access grants
+
+_GRANT_OLD = "_signalr_groups_old_grant"
+_GRANT_HOLDERS = "_signalr_groups_holders"
+
+
+def _holders(grant: Any) -> set[str]:
+    """The pks of the users a grant applies to (the user, or the auth group's members)."""
+    if grant.user_id is not None:
+        return {str(grant.user_id)}
+    if grant.auth_group_id is not None:
+        user_model = get_user_model()
+        return {
+            str(pk)
+            for pk in user_model._default_manager.filter(groups=grant.auth_group_id).values_list("pk", flat=True)
+        }
+    return set()
+
+
+def _record(grant: Any, accounts: set[str], cause: str, reason: str = "", by: Any = None) -> None:
+    from signalr_groups.models import RevocationRecord
+
+    user_model = get_user_model()
+    names = dict(user_model._default_manager.filter(pk__in=accounts).values_list("pk", user_model.USERNAME_FIELD))
+    RevocationRecord.objects.bulk_create(
+        RevocationRecord(
+            hub=grant.hub,
+            group=grant.group,
+            user_id=int(account) if account.isdigit() else None,
+            username=str(names.get(int(account) if account.isdigit() else account, "")),
+            cause=cause,
+            reason=reason,
+            revoked_by=by if getattr(by, "is_authenticated", False) else None,
+        )
+        for account in accounts
+    )
+
+
+def _grant_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if raw or instance.pk is None:
+        return
+    old = sender.objects.filter(pk=instance.pk).first()
+    setattr(instance, _GRANT_OLD, old)
+    if old is not None:
+        setattr(instance, _GRANT_HOLDERS, _holders(old))
+
+
+def _grant_post_save(sender: Any, instance: Any, created: bool = False, raw: bool = False, **kwargs: Any) -> None:
+    if raw:
+        return
+    old = getattr(instance, _GRANT_OLD, None)
+    accounts = _holders(instance) | getattr(instance, _GRANT_HOLDERS, set())
+    setattr(instance, _GRANT_OLD, None)
+    if old is not None and old.revoked_at is None and instance.revoked_at is not None:
+        _record(instance, _holders(instance), "revoked", instance.revoke_reason, instance.revoked_by)
+        cause = "revoked"
+    elif not instance.is_active():
+        cause = "revoked" if instance.revoked_at is not None else "expired"
+    else:
+        cause = "changed"
+    hubs = {instance.hub} | ({old.hub} if old is not None else set())
+    for hub in hubs:
+        group_access_changed_on_commit(accounts, hub, cause)
+
+
+def _grant_pre_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
+    setattr(instance, _GRANT_HOLDERS, _holders(instance))
+
+
+def _grant_post_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
+    accounts: set[str] = getattr(instance, _GRANT_HOLDERS, set())
+    if instance.is_active():
+        _record(instance, accounts, "deleted")
+    group_access_changed_on_commit(accounts, instance.hub, "deleted")
+
+
+def _auth_groups_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any) -> None:
+    """A user left auth groups (``user.groups.remove``) or auth groups lost users (``group.user_set.remove``)."""
+    from signalr_groups.models import GroupGrant
+
+    if action == "pre_clear":
+        members = instance.user_set.all() if reverse else instance.groups.all()
+        instance._signalr_groups_cleared = {obj.pk for obj in members}
+        return
+    if action not in ("post_remove", "post_clear"):
+        return
+    removed = set(pk_set or ()) if action == "post_remove" else getattr(instance, "_signalr_groups_cleared", set())
+    if not removed:
+        return
+    if reverse:  # instance is an auth Group, removed holds user pks
+        group_ids, accounts = {instance.pk}, {str(pk) for pk in removed}
+    else:  # instance is a user, removed holds auth group pks
+        group_ids, accounts = set(removed), {str(instance.pk)}
+    grants = list(GroupGrant.objects.active().filter(auth_group__in=group_ids))
+    for grant in grants:
+        _record(grant, accounts, "auth-group-left")
+    for hub in {grant.hub for grant in grants}:
+        group_access_changed_on_commit(accounts, hub, "auth-group-left")
+
+
+def connect_grant_receivers() -> None:
+    """Connect the receivers that keep group memberships true to the grants."""
+    from django.db.models.signals import m2m_changed, pre_delete
+
+    from signalr_groups.models import GroupGrant
+
+    pre_save.connect(_grant_pre_save, sender=GroupGrant, dispatch_uid="signalr_groups.grant_pre_save")
+    post_save.connect(_grant_post_save, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_save")
+    pre_delete.connect(_grant_pre_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_pre_delete")
+    post_delete.connect(_grant_post_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_delete")
+    through = get_user_model().groups.through
+    m2m_changed.connect(_auth_groups_changed, sender=through, dispatch_uid="signalr_groups.auth_groups_changed")

@@ -9,13 +9,16 @@ user's account group, which every server process with a connection of that user 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from signalr_groups.grants import GrantList, active_grants
 from signalr_groups.layers import get_layer
-from signalr_groups.lifetime import REVOKE_ACCOUNT, running_managers
+from signalr_groups.lifetime import GROUP_ACCESS, REVOKE_ACCOUNT, running_managers
 from signalr_groups.naming import layer_group_name
 
 logger = logging.getLogger(__name__)
@@ -68,5 +71,47 @@ def disconnect_user_on_commit(
             )
         except Exception:
             logger.exception("signalr_groups: could not disconnect user %s", getattr(user_or_pk, "pk", user_or_pk))
+
+    transaction.on_commit(run)
+
+
+async def publish_group_access(account: str, hub_key: str, grants: GrantList, cause: str) -> None:
+    """Tell every process holding connections of ``account`` the user's current grants in a hub.
+
+    Connections in this process are re-checked at once (before this returns); the others when the
+    message reaches them. Memberships no longer covered end with ``GroupAccessRevoked(group, cause)``.
+    """
+    for manager in running_managers():
+        if manager.hub_key == hub_key:
+            await manager.apply_group_access(account, grants, cause)
+    layer = get_layer()
+    if layer is not None:
+        await layer.group_send(
+            account_group(account),
+            {
+                "type": GROUP_ACCESS,
+                "hub": hub_key,
+                "account": account,
+                "grants": [[pattern, until] for pattern, until in grants],
+                "cause": cause,
+            },
+        )
+
+
+def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:
+    """After the transaction commits, re-check these users' memberships in a hub's restricted groups."""
+    accounts = sorted({str(account) for account in account_ids})
+    if not accounts:
+        return
+
+    def run() -> None:
+        user_model = get_user_model()
+        for account in accounts:
+            try:
+                user = user_model._default_manager.filter(pk=account).first()
+                grants = active_grants(user, hub_key) if user is not None else []
+                async_to_sync(publish_group_access)(account, hub_key, grants, cause)
+            except Exception:
+                logger.exception("signalr_groups: could not re-check group access of user %s", account)
 
     transaction.on_commit(run)

@@ -10,6 +10,7 @@ from typing import Any
 from signalr_groups.addressing import Address
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import InvalidGroupNameError, InvalidTargetError
+from signalr_groups.grants import GroupAccessDeniedError
 from signalr_groups.layers import get_layer, may_have_other_members
 from signalr_groups.lifetime import ABORT, GROUP_ACTION, SEND, get_manager
 from signalr_groups.protocol.json import write_invocation
@@ -94,13 +95,15 @@ async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     reply_to = await layer.new_channel()
     try:
         await layer.group_send(all_group, {**message, "reply_to": reply_to})
-        await asyncio.wait_for(layer.receive(reply_to), timeout)
+        ack = await asyncio.wait_for(layer.receive(reply_to), timeout)
     except TimeoutError:
         return False  # the cancelled receive released the reply channel
     except BaseException:
         await _release_channel(layer, reply_to)
         raise
     await _release_channel(layer, reply_to)
+    if isinstance(ack, dict) and ack.get("error"):
+        raise GroupAccessDeniedError(str(ack["error"]))
     return True
 
 

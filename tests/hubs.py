@@ -16,6 +16,7 @@ class InteropHub(Hub):
     """Exposes each SignalR send target; clients receive ``Receive(kind, message)``."""
 
     hub_name = "interop"
+    restricted_groups = ("vip-*", "secret")
 
     async def on_connected(self) -> None:
         self.context.items["calls"] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.urls import path
 
 from hubproject.chat.hubs import ChatHub
@@ -10,6 +11,7 @@ from tests import views
 from tests.hubs import InteropHub, OtherHub, ProtectedHub
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     negotiate_path("interop", InteropHub),
     negotiate_path("other", OtherHub),
     negotiate_path("chatHub", ChatHub),
@@ -19,4 +21,5 @@ urlpatterns = [
     path("ctx/group", views.context_group),
     path("test/logout", views.logout_view),
     path("test/account", views.account_action),
+    path("test/grant", views.grant_action),
 ]

@@ -84,3 +84,23 @@ def account_action(request: HttpRequest) -> HttpResponse:
     else:
         return JsonResponse({"error": "unknown action"}, status=400)
     return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def grant_action(request: HttpRequest) -> HttpResponse:
+    """Change grants inside the server process through the ORM, as application code would."""
+    from django.contrib.auth.models import Group
+
+    from signalr_groups.models import GroupGrant
+
+    body = json.loads(request.body)
+    action = body["action"]
+    if action == "delete":
+        GroupGrant.objects.get(pk=body["grant"]).delete()
+    elif action == "revoke":
+        GroupGrant.objects.get(pk=body["grant"]).revoke(reason="revoked by the ORM")
+    elif action == "leave_auth_group":
+        get_user_model().objects.get(username=body["username"]).groups.remove(Group.objects.get(name=body["group"]))
+    else:
+        return JsonResponse({"error": "unknown action"}, status=400)
+    return JsonResponse({"ok": True})

@@ -43,6 +43,17 @@ async function handle(cmd) {
     case "send":
       await entry.connection.send(cmd.method, ...(cmd.args || []));
       return {};
+    case "spam": {
+      // Fire-and-forget sends in the background: {seq, t} payloads every `interval` ms.
+      (async () => {
+        for (let seq = 0; seq < cmd.count; seq++) {
+          await entry.connection.send(cmd.method, cmd.group, JSON.stringify({ seq, t: Date.now() }));
+          await new Promise((resolve) => setTimeout(resolve, cmd.interval));
+        }
+        entry.events.push({ target: "__spam_done__", args: [] });
+      })().catch((error) => entry.events.push({ target: "__spam_error__", args: [String(error)] }));
+      return {};
+    }
     case "events": {
       const events = entry.events.splice(0);
       return { events };

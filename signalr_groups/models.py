@@ -1,0 +1,142 @@
+"""Group access grants, and the audit trail of their revocations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+def grant_matches(pattern: str, group: str) -> bool:
+    """Whether a grant's ``group`` value covers a group: exact match, or a prefix ending in ``*``."""
+    if pattern.endswith("*"):
+        return group.startswith(pattern[:-1])
+    return pattern == group
+
+
+class GroupGrantQuerySet(models.QuerySet["GroupGrant"]):
+    """Queries over grants."""
+
+    def active(self, now: datetime | None = None) -> GroupGrantQuerySet:
+        """Grants neither revoked nor expired."""
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+    def for_user(self, user: Any) -> GroupGrantQuerySet:
+        """Grants to the user directly or to one of the user's auth groups."""
+        return self.filter(Q(user=user) | Q(auth_group__in=user.groups.all()))
+
+
+class GroupGrant(models.Model):
+    """Access to one restricted hub group (or to every group with a prefix) for a user or an auth group."""
+
+    hub = models.CharField(_("hub"), max_length=200, help_text=_("The hub's name (Hub.hub_name)."))
+    group = models.CharField(
+        _("group"), max_length=257, help_text=_('The group name, or a prefix ending in "*" (e.g. "vip-*").')
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="signalr_grants",
+    )
+    auth_group = models.ForeignKey(
+        "auth.Group",
+        verbose_name=_("auth group"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="signalr_grants",
+    )
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("granted by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    granted_at = models.DateTimeField(_("granted at"), auto_now_add=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("revoked by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoke_reason = models.CharField(_("revoke reason"), max_length=200, blank=True)
+
+    objects = GroupGrantQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("group access grant")
+        verbose_name_plural = _("group access grants")
+        ordering = ("hub", "group", "-granted_at")
+        indexes = [models.Index(fields=("hub", "group"))]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(auth_group__isnull=True))
+                | (Q(user__isnull=True) & Q(auth_group__isnull=False)),
+                name="signalr_grant_user_xor_auth_group",
+            )
+        ]
+
+    def __str__(self) -> str:
+        holder = self.user if self.user_id is not None else self.auth_group
+        return f"{holder} → {self.hub}:{self.group}"
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        """Neither revoked nor expired."""
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def revoke(self, by: Any = None, reason: str = "") -> None:
+        """Revoke now (saved; the holders' connections leave the group once the transaction commits)."""
+        if self.revoked_at is not None:
+            return
+        self.revoked_at = timezone.now()
+        self.revoked_by = by if getattr(by, "is_authenticated", False) else None
+        self.revoke_reason = reason[:200]
+        self.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+
+
+class RevocationRecord(models.Model):
+    """Audit trail: who lost access to which hub group, when, why, and on whose action."""
+
+    class Cause(models.TextChoices):
+        REVOKED = "revoked", _("grant revoked")
+        DELETED = "deleted", _("grant deleted")
+        EXPIRED = "expired", _("grant expired")
+        AUTH_GROUP_LEFT = "auth-group-left", _("left the auth group")
+        CHANGED = "changed", _("grant changed")
+
+    hub = models.CharField(_("hub"), max_length=200)
+    group = models.CharField(_("group"), max_length=257)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    cause = models.CharField(_("cause"), max_length=20, choices=Cause.choices)
+    reason = models.CharField(_("reason"), max_length=200, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("revoked by"), null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("revocation")
+        verbose_name_plural = _("revocations")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.username or self.user_id}: {self.hub}:{self.group} ({self.cause})"

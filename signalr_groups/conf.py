@@ -36,6 +36,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "HEARTBEAT_INTERVAL": 1.0,
     "LAYER_GROUP_REFRESH_INTERVAL": 3600.0,
     "ACCESS_TOKEN_LIFETIME": 3600.0,
+    "MIN_NEGOTIATE_VERSION": 0,
     "DEFAULT_PERMISSION_CLASSES": (),
 }
 
@@ -77,6 +78,7 @@ class HubSettings:
     heartbeat_interval: float
     layer_group_refresh_interval: float
     access_token_lifetime: float
+    min_negotiate_version: int
     default_permission_classes: tuple[Any, ...]
 
 
@@ -95,6 +97,9 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be a positive integer, got {value!r}.")
+    minimum = values["MIN_NEGOTIATE_VERSION"]
+    if isinstance(minimum, bool) or minimum not in (0, 1):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['MIN_NEGOTIATE_VERSION'] must be 0 or 1.")
     if not isinstance(values["DETAILED_ERRORS"], bool):
         raise ImproperlyConfigured("SIGNALR_GROUPS['DETAILED_ERRORS'] must be True or False.")
     if not isinstance(values["CHANNEL_LAYER"], str):
@@ -143,6 +148,7 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         heartbeat_interval=float(values["HEARTBEAT_INTERVAL"]),
         layer_group_refresh_interval=float(values["LAYER_GROUP_REFRESH_INTERVAL"]),
         access_token_lifetime=float(values["ACCESS_TOKEN_LIFETIME"]),
+        min_negotiate_version=values["MIN_NEGOTIATE_VERSION"],
         default_permission_classes=tuple(resolved_permissions),
     )
 

@@ -53,7 +53,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         version = _requested_version(request)
         if isinstance(version, str):
             return JsonResponse({"error": version})
-        if version < 0:
+        if version < max(0, get_hub_settings().min_negotiate_version):
             return JsonResponse(
                 {"error": f"The client requested version '{version}', but the server does not support this version."}
             )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +51,57 @@ def node() -> Iterator[NodeDriver]:
     driver = NodeDriver()
     yield driver
     driver.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A redis-server on a free loopback port, stopped by its PID."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (scripts/test.sh installs it)"
+    port = _free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server_process(django_db_setup, redis_url, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A daphne process whose channel layer is Redis (pub/sub), shared with the test process."""
+    log_path: Path = tmp_path_factory.mktemp("daphne-redis") / "daphne.log"
+    server = ServerProcess(
+        log_path, str(settings.DATABASES["default"]["NAME"]), extra_env={"SIGNALR_TEST_REDIS_URL": redis_url}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_layer_settings(redis_url):
+    """Point this process's channel layer at the live server's Redis (as a second server process would)."""
+    from django.test import override_settings
+
+    config = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [redis_url]}}}
+    with override_settings(CHANNEL_LAYERS=config):
+        yield config

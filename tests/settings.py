@@ -41,7 +41,16 @@ _DB = os.environ.get("SIGNALR_TEST_DB") or str(
 )
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB, "TEST": {"NAME": _DB}}}
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+CHANNEL_LAYERS: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+}
+if os.environ.get("SIGNALR_TEST_REDIS_URL"):  # a live server that shares a Redis layer with the test process
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ["SIGNALR_TEST_REDIS_URL"]]},
+        }
+    }
 # Like the demo: users are addressed by username (clients.user("alice")).
 SIGNALR_GROUPS: dict[str, object] = {"USER_ID_PROVIDER": "signalr_groups.users.username_user_id"}
 

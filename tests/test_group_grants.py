@@ -212,3 +212,48 @@ def test_restricted_groups_need_a_grant_and_open_ones_do_not(live_server_process
     node.invoke("anon", "SendToGroup", "secret", "nobody is there")
     node.invoke("bob", "Echo", "sync")
     assert received(node.collect("bob")) == []
+
+
+def test_revocation_in_another_process_reaches_the_server_through_redis(
+    redis_server_process, live_users, redis_layer_settings, node: NodeDriver
+):
+    """The admin action posted with Django's test client runs in *this* process; the sockets live in
+    the daphne process. The revocation crosses over the shared Redis layer."""
+    alice = get_user_model().objects.get(username="alice")
+    grant = GroupGrant.objects.create(hub="interop", group="vip-*", user=alice)
+    url = redis_server_process.http_url + "/interop"
+    node.connect("desktop", url, cookie=live_users["alice"], events=EVENTS)
+    node.connect("laptop", url, cookie=live_users["alice"], events=EVENTS)
+    phone = PySignalRDevice(url, issue_access_token(alice))
+    try:
+        for name in ("desktop", "laptop"):
+            assert node.invoke(name, "JoinGroup", "vip-lounge") is True
+        assert phone.invoke("JoinGroup", "vip-lounge") is True
+        staff = get_user_model().objects.create_user(username="staff", password="x", is_staff=True, is_superuser=True)
+        client = Client()
+        client.force_login(staff)
+        started = time.monotonic()
+        answer = client.post(
+            "/admin/signalr_groups/groupgrant/", {"action": "revoke_now", "_selected_action": [str(grant.pk)]}
+        )
+        assert answer.status_code == 302
+        for name in ("desktop", "laptop"):
+            node.wait_for(name, lambda ev: received(ev, "GroupAccessRevoked") == [["vip-lounge", "revoked"]], 1.0)
+        while ("GroupAccessRevoked", ["vip-lounge", "revoked"]) not in phone.events:
+            assert time.monotonic() - started < 1.0, phone.events
+            time.sleep(0.02)
+        assert time.monotonic() - started < 1.5
+        node.invoke("desktop", "SendToGroup", "vip-lounge", "after")
+        node.invoke("laptop", "Echo", "sync")
+        assert ["group", "after"] not in received(node.collect("laptop"))
+
+        # Account-level revocation crosses over too: deactivate alice here, her sockets there close.
+        alice.is_active = False
+        alice.save()
+        for name in ("desktop", "laptop"):
+            events = node.wait_for(name, lambda ev: any(e["target"] == "__closed__" for e in ev), 1.0)
+            assert ["Server returned an error on close: Your account was deactivated."] in [
+                e["args"] for e in events if e["target"] == "__closed__"
+            ]
+    finally:
+        phone.close()

@@ -230,3 +230,31 @@ async def test_the_sites_own_origin_is_accepted(live, live_server_process, live_
 async def test_no_origin_is_accepted(live, live_users):
     token = await live.negotiate(version=1, cookie=live_users["bob"])
     assert await live.open_and_call(token, cookie=live_users["bob"]) == "bob"
+
+
+@pytest.mark.django_db
+def test_minimum_negotiate_version_refuses_v0():
+    from django.test import override_settings
+
+    with override_settings(SIGNALR_GROUPS={"MIN_NEGOTIATE_VERSION": 1}):
+        status, body = negotiate("")
+        assert status == 200
+        assert body == {"error": "The client requested version '0', but the server does not support this version."}
+        status, body = negotiate("?negotiateVersion=1")
+        assert body["negotiateVersion"] == 1
+
+
+@pytest.mark.django_db
+def test_cross_origin_negotiate_gets_no_cors_grant():
+    """Row 27: a foreign page may POST (the official clients send no CSRF token) but never read the answer."""
+    from django.test import Client
+
+    client = Client()
+    answer = client.post("/interop/negotiate?negotiateVersion=1", headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in answer.headers
+    assert "Access-Control-Allow-Credentials" not in answer.headers
+    preflight = client.options(
+        "/interop/negotiate?negotiateVersion=1",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 405 and "Access-Control-Allow-Origin" not in preflight.headers

@@ -8,11 +8,14 @@ from signalr_groups import Hub, hub_method
 class ChatHub(Hub):
     """Chat rooms (groups) and private messages (users) at ``/chatHub``.
 
-    Client events: ``Send`` (one string: group messages and join/leave notices) and
-    ``ReceiveMessage`` (one string: a private message).
+    Client events: ``Send`` (one string: group messages and join/leave notices),
+    ``ReceiveMessage`` (one string: a private message) and ``GroupAccessRevoked`` (room, reason)
+    when a grant for a restricted room is revoked or expires.
     """
 
     hub_name = "chat"
+    #: Rooms that need a grant (Django admin → Group access grants); every other room is open.
+    restricted_groups = ("vip-*", "staff-room")
 
     def _who(self) -> str:
         return self.context.user_identifier or f"anonymous-{self.context.connection_id[:6]}"

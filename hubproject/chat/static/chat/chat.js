@@ -18,6 +18,10 @@
 
   connection.on("Send", (message) => show(message));
   connection.on("ReceiveMessage", (message) => show("Private: " + message, "private"));
+  connection.on("GroupAccessRevoked", (room, reason) => {
+    joined.delete(room);
+    show("Your access to " + room + " ended (" + reason + "): it no longer updates here.", "error");
+  });
   connection.onreconnecting(() => status("Reconnecting…"));
   connection.onreconnected(async () => {
     // Group membership does not survive a reconnect in SignalR: join the rooms again.

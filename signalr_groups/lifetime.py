@@ -43,6 +43,8 @@ ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
 REVOKE_ACCOUNT: Final = "signalr.revoke_account"
 GROUP_ACCESS: Final = "signalr.group_access"
+#: A restricted membership ends this many seconds before its grant's expiry (timer latency margin).
+_EXPIRY_LEAD: Final = 0.01
 #: Longest stretch of sends or invocations before the event loop is handed back (seconds).
 _YIELD_BUDGET: Final = 0.005
 
@@ -86,6 +88,8 @@ class HubLifetimeManager:
         self.accounts: dict[str, set[str]] = {}
         #: (connection id, restricted group) -> Unix time its access ends (None: no expiry).
         self.access_until: dict[tuple[str, str], float | None] = {}
+        self._expiry_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[None]] = set()
         #: The Hub class (set by the consumer); it says which groups are restricted.
         self.hub_class: Any = None
         self.connection_groups: dict[str, set[str]] = {}
@@ -187,6 +191,9 @@ class HubLifetimeManager:
         emptied: list[tuple[str, str]] = []
         for group in self.connection_groups.pop(connection_id, set()):
             self.access_until.pop((connection_id, group), None)
+            timer = self._expiry_timers.pop((connection_id, group), None)
+            if timer is not None:
+                timer.cancel()
             members = self.groups.get(group)
             if members is not None:
                 members.discard(connection_id)
@@ -228,11 +235,13 @@ class HubLifetimeManager:
             connection = self.connections[connection_id]
             grants = await database_sync_to_async(fresh_active_grants)(getattr(connection, "user", None), self.hub_key)
             covered, until = access_until(grants, group)
+            if until is not None and until - _EXPIRY_LEAD <= time.time():
+                covered = False  # expiring this very instant (see _EXPIRY_LEAD)
             if not covered:
                 raise GroupAccessDeniedError(f"Access to group '{group}' needs a grant, and you have none.")
             if connection_id not in self.connection_groups or group in self.connection_groups[connection_id]:
                 return connection_id in self.connection_groups  # disconnected, or joined meanwhile
-            self.access_until[(connection_id, group)] = until
+            self._set_access_until(connection_id, group, until)
         groups_of.add(group)
         self.groups.setdefault(group, set()).add(connection_id)
         try:
@@ -252,10 +261,39 @@ class HubLifetimeManager:
             await self._sync_quietly("group", group)
         return True
 
+    def _set_access_until(self, connection_id: str, group: str, until: float | None) -> None:
+        """Record when a restricted membership ends, and arm a timer for that instant."""
+        key = (connection_id, group)
+        self.access_until[key] = until
+        handle = self._expiry_timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        if until is not None:
+            # End a little ahead of the expiry, so that no message sent after it can still arrive.
+            delay = max(0.0, until - time.time() - _EXPIRY_LEAD)
+            self._expiry_timers[key] = asyncio.get_running_loop().call_later(delay, self._expire, key, until)
+
+    def _expire(self, key: tuple[str, str], until: float) -> None:
+        self._expiry_timers.pop(key, None)
+        if self.access_until.get(key) != until:
+            return  # re-granted or extended meanwhile
+        connection_id, group = key
+        connection = self.connections.get(connection_id)
+        if self._remove_now(connection_id, group):
+            task = asyncio.ensure_future(self._sync_quietly("group", group))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if connection is not None:
+            connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, "expired")))
+            logger.info("signalr_groups: access of %s to group %r expired", connection_id, group)
+
     def _remove_now(self, connection_id: str, group: str) -> bool:
         """Take a connection out of a group in the registry, synchronously; True if the group emptied."""
         self.connection_groups.get(connection_id, set()).discard(group)
         self.access_until.pop((connection_id, group), None)
+        handle = self._expiry_timers.pop((connection_id, group), None)
+        if handle is not None:
+            handle.cancel()
         members = self.groups.get(group)
         if members is not None:
             members.discard(connection_id)
@@ -284,7 +322,7 @@ class HubLifetimeManager:
                     continue
                 covered, until = access_until(grants, group)
                 if covered:
-                    self.access_until[(connection_id, group)] = until
+                    self._set_access_until(connection_id, group, until)
                     continue
                 if self._remove_now(connection_id, group):
                     emptied.append(group)

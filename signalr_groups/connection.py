@@ -77,6 +77,7 @@ class HubConnection:
         session_key: str | None = None,
         auth_expires_at: float | None = None,
         auth_kind: str | None = None,
+        credential_check: Callable[[], bool] | None = None,
     ) -> None:
         self.hub = hub
         self.scope = scope
@@ -91,6 +92,7 @@ class HubConnection:
         #: Unix time at which the session or access token that authenticated us expires.
         self.auth_expires_at = auth_expires_at
         self.auth_kind = auth_kind
+        self._credential_check = credential_check
         self.context = HubCallerContext(
             connection_id=connection_id,
             user=user,
@@ -301,6 +303,11 @@ class HubConnection:
             except Exception as exc:
                 logger.exception("signalr_groups: could not register %s (channel layer down?)", self.connection_id)
                 self._begin_close(GENERIC_CLOSE_ERROR, True, exc)
+            # A logout or password change that committed between the authentication check and
+            # registration found no connection to close: look again now that we are reachable.
+            check = self._credential_check
+            if registered and check is not None and not await database_sync_to_async(check)():
+                self._begin_close("Your credentials are no longer valid.", False, None)
             if not self._closing:
                 try:
                     await self._call_lifecycle("on_connected")

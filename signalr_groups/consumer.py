@@ -9,6 +9,7 @@ per message.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from typing import Any
@@ -20,7 +21,7 @@ from signalr_groups.access_tokens import access_token_expiry
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.hub import Hub
-from signalr_groups.identity import bearer_from_scope, user_from_token
+from signalr_groups.identity import bearer_from_scope, session_still_valid, token_still_valid, user_from_token
 from signalr_groups.lifetime import get_manager
 from signalr_groups.origin import origin_allowed
 from signalr_groups.permissions import check_permissions
@@ -60,8 +61,28 @@ async def _deny(scope: dict[str, Any], send: ASGISend, status: int, reason: str)
 
 
 def _session_state(session: Any) -> tuple[str | None, float | None]:
-    """The session key and expiry (Unix time) of a Django session (reads it: call in a thread)."""
-    return session.session_key, session.get_expiry_date().timestamp()
+    """The session key and expiry (Unix time) of a Django session (reads it: call in a thread).
+
+    Database-backed sessions store their real expiry; ``get_expiry_date()`` would answer "now plus
+    SESSION_COOKIE_AGE" for a session without a custom expiry.
+    """
+    key = session.session_key
+    model = getattr(session, "get_model_class", None)
+    if key and model is not None:
+        stored = model()._default_manager.filter(session_key=key).values_list("expire_date", flat=True).first()
+        if stored is not None:
+            return key, stored.timestamp()
+    return key, session.get_expiry_date().timestamp()
+
+
+def _credential_check(kind: str | None, token: str | None, session_key: str | None, user: Any) -> Any:
+    """A thread-run check that the credential still holds once the connection is registered."""
+    user_pk = getattr(user, "pk", None)
+    if kind == "token" and token is not None:
+        return functools.partial(token_still_valid, token, user_pk)
+    if kind == "session":
+        return functools.partial(session_still_valid, session_key, user_pk)
+    return None
 
 
 class HubConsumer:
@@ -152,5 +173,6 @@ class HubConsumer:
             session_key=session_key,
             auth_expires_at=auth_expires_at,
             auth_kind=auth_kind,
+            credential_check=_credential_check(auth_kind, token, session_key, user),
         )
         await connection.run(receive)

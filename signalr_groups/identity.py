@@ -44,3 +44,31 @@ def bearer_from_scope(scope: dict[str, Any]) -> str | None:
 async def user_from_token(token: str) -> Any | None:
     """The user of a bearer token (database lookup in a worker thread), or None if invalid."""
     return await database_sync_to_async(user_for_access_token)(token)
+
+
+def token_still_valid(token: str, user_pk: Any) -> bool:
+    """Whether a bearer token still authenticates the same user (reads the DB: call in a thread)."""
+    user = user_for_access_token(token)
+    return user is not None and str(user.pk) == str(user_pk)
+
+
+def session_still_valid(session_key: str | None, user_pk: Any) -> bool:
+    """Whether a session still authenticates the same, active user with an unchanged password.
+
+    Mirrors ``django.contrib.auth.get_user``; reads the session store and the DB (call in a thread).
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    if not session_key:
+        return False
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_pk):
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_pk).first()
+    if user is None or not getattr(user, "is_active", True):
+        return False
+    return constant_time_compare(str(data.get(HASH_SESSION_KEY, "")), user.get_session_auth_hash())

@@ -65,6 +65,15 @@ class LocalConnection(Protocol):
         """Close the connection with a Close message."""
 
 
+def _record_expiry(hub_key: str, group: str, account: str) -> None:
+    from signalr_groups.receivers import record_revocations
+
+    try:
+        record_revocations(hub_key, group, {account}, "expired", "The grant expired.")
+    except Exception:
+        logger.exception("signalr_groups: could not record the expiry of %r for user %s", group, account)
+
+
 class _LockEntry:
     """A per-layer-group lock and how many tasks use it (the entry is dropped when none do)."""
 
@@ -89,7 +98,10 @@ class HubLifetimeManager:
         #: (connection id, restricted group) -> Unix time its access ends (None: no expiry).
         self.access_until: dict[tuple[str, str], float | None] = {}
         self._expiry_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        #: Bumped per account whenever its group access is re-checked (see add_local).
+        self._access_revision: dict[str | None, int] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._recorded_expiries: set[tuple[str, str]] = set()
         #: The Hub class (set by the consumer); it says which groups are restricted.
         self.hub_class: Any = None
         self.connection_groups: dict[str, set[str]] = {}
@@ -212,6 +224,8 @@ class HubLifetimeManager:
                 if not members:
                     del index[key]
                     emptied.append((kind, key))
+                    if kind == "account":
+                        self._access_revision.pop(key, None)
         for kind, name in emptied:
             await self._sync_quietly(kind, name)
         if not self.connections:
@@ -233,7 +247,18 @@ class HubLifetimeManager:
         hub = self.hub_class
         if hub is not None and hub.is_restricted(group):
             connection = self.connections[connection_id]
-            grants = await database_sync_to_async(fresh_active_grants)(getattr(connection, "user", None), self.hub_key)
+            account = getattr(connection, "account_id", None)
+            for _attempt in range(3):
+                # A revocation applied while we read the grants would miss this not-yet-member:
+                # read again until no access change for this account happened during the read.
+                revision = self._access_revision.get(account, 0)
+                grants = await database_sync_to_async(fresh_active_grants)(
+                    getattr(connection, "user", None), self.hub_key
+                )
+                if self._access_revision.get(account, 0) == revision:
+                    break
+            else:
+                raise GroupAccessDeniedError(f"Access to group '{group}' is changing; try again.")
             covered, until = access_until(grants, group)
             if until is not None and until - _EXPIRY_LEAD <= time.time():
                 covered = False  # expiring this very instant (see _EXPIRY_LEAD)
@@ -286,6 +311,14 @@ class HubLifetimeManager:
         if connection is not None:
             connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, "expired")))
             logger.info("signalr_groups: access of %s to group %r expired", connection_id, group)
+            account = getattr(connection, "account_id", None)
+            if account is not None and (account, group) not in self._recorded_expiries:
+                # One audit record per user and group (not per device) from this process.
+                self._recorded_expiries.add((account, group))
+                asyncio.get_running_loop().call_later(60, self._recorded_expiries.discard, (account, group))
+                task = asyncio.ensure_future(database_sync_to_async(_record_expiry)(self.hub_key, group, account))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     def _remove_now(self, connection_id: str, group: str) -> bool:
         """Take a connection out of a group in the registry, synchronously; True if the group emptied."""
@@ -308,6 +341,7 @@ class HubLifetimeManager:
         Memberships no longer covered end at once (before any other message is handled) and the
         connection gets ``GroupAccessRevoked(group, cause)``; the others get their new expiry.
         """
+        self._access_revision[account] = self._access_revision.get(account, 0) + 1
         hub = self.hub_class
         if hub is None:
             return 0

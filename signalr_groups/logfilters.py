@@ -39,13 +39,15 @@ class RedactTokensFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact the formatted message in place; never drops a record."""
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            # Keep the tuple's shape: formatters such as uvicorn's AccessFormatter unpack it.
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                key: redact(value) if isinstance(value, str) else value for key, value in record.args.items()
+            }
         return True
 
 

@@ -11,6 +11,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+#: Fields whose change can end someone's access.
+_ACCESS_FIELDS = frozenset(
+    {"revoked_at", "expires_at", "user", "user_id", "auth_group", "auth_group_id", "group", "hub"}
+)
+
 
 def grant_matches(pattern: str, group: str) -> bool:
     """Whether a grant's ``group`` value covers a group: exact match, or a prefix ending in ``*``."""
@@ -30,6 +35,23 @@ class GroupGrantQuerySet(models.QuerySet["GroupGrant"]):
     def for_user(self, user: Any) -> GroupGrantQuerySet:
         """Grants to the user directly or to one of the user's auth groups."""
         return self.filter(Q(user=user) | Q(auth_group__in=user.groups.all()))
+
+    def revoke(self, by: Any = None, reason: str = "") -> int:
+        """Revoke every active grant here (one by one, so that revocation reaches the holders)."""
+        grants = list(self.filter(revoked_at__isnull=True))
+        for grant in grants:
+            grant.revoke(by=by, reason=reason)
+        return len(grants)
+
+    def update(self, **kwargs: Any) -> int:
+        """``QuerySet.update`` sends no signals: re-check the holders here, so no revocation is silent."""
+        from signalr_groups.receivers import grants_changed_in_bulk
+
+        affected = list(self) if _ACCESS_FIELDS & set(kwargs) else []
+        count = super().update(**kwargs)
+        if affected:
+            grants_changed_in_bulk(affected, self.model._default_manager.filter(pk__in=[g.pk for g in affected]))
+        return count
 
 
 class GroupGrant(models.Model):

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from signalr_groups.revocation import disconnect_user_on_commit, group_access_changed_on_commit
@@ -31,10 +32,20 @@ def _on_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs:
     disconnect_user_on_commit(user, reason="You have been logged out.", session_key=session_key)
 
 
+def _has_field(model: Any, name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except Exception:
+        return False
+    return True
+
+
 def _remember_old_state(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
     if raw or instance.pk is None:
         return
-    old = sender._default_manager.filter(pk=instance.pk).values_list("password", "is_active").first()
+    fields = ["password"] + (["is_active"] if _has_field(sender, "is_active") else [])
+    row = sender._default_manager.filter(pk=instance.pk).values_list(*fields).first()
+    old = None if row is None else (row[0], row[1] if len(row) > 1 else True)
     setattr(instance, _OLD_STATE, old)
 
 
@@ -102,23 +113,61 @@ def _holders(grant: Any) -> set[str]:
     return set()
 
 
-def _record(grant: Any, accounts: set[str], cause: str, reason: str = "", by: Any = None) -> None:
-    from signalr_groups.models import RevocationRecord
-
+def _usernames(accounts: set[str]) -> dict[str, str]:
     user_model = get_user_model()
-    names = dict(user_model._default_manager.filter(pk__in=accounts).values_list("pk", user_model.USERNAME_FIELD))
-    RevocationRecord.objects.bulk_create(
-        RevocationRecord(
-            hub=grant.hub,
-            group=grant.group,
-            user_id=int(account) if account.isdigit() else None,
-            username=str(names.get(int(account) if account.isdigit() else account, "")),
-            cause=cause,
-            reason=reason,
-            revoked_by=by if getattr(by, "is_authenticated", False) else None,
-        )
-        for account in accounts
+    to_python = user_model._meta.pk.to_python
+    rows = user_model._default_manager.filter(pk__in=[to_python(a) for a in accounts]).values_list(
+        "pk", user_model.USERNAME_FIELD
     )
+    return {str(pk): str(name) for pk, name in rows}
+
+
+def record_revocations(
+    hub: str,
+    group: str,
+    accounts: set[str],
+    cause: str,
+    reason: str = "",
+    by_pk: Any = None,
+    names: dict[str, str] | None = None,
+) -> None:
+    """Write audit records once the transaction commits (users deleted by then are kept by name only)."""
+    if not accounts:
+        return
+    user_model = get_user_model()
+    to_python = user_model._meta.pk.to_python
+    names = {**_usernames(accounts), **(names or {})}
+
+    def write() -> None:
+        from signalr_groups.models import RevocationRecord
+
+        existing = {
+            str(pk)
+            for pk in user_model._default_manager.filter(pk__in=[to_python(a) for a in accounts]).values_list(
+                "pk", flat=True
+            )
+        }
+        revoker = by_pk if by_pk is not None and user_model._default_manager.filter(pk=by_pk).exists() else None
+        RevocationRecord.objects.bulk_create(
+            RevocationRecord(
+                hub=hub,
+                group=group,
+                user_id=to_python(account) if account in existing else None,
+                username=names.get(account, ""),
+                cause=cause,
+                reason=reason,
+                revoked_by_id=revoker,
+            )
+            for account in sorted(accounts)
+        )
+
+    transaction.on_commit(write)
+
+
+def _record(grant: Any, accounts: set[str], cause: str, reason: str = "", by: Any = None) -> None:
+    by_pk = by.pk if getattr(by, "is_authenticated", False) else None
+    names = getattr(grant, "_signalr_groups_names", None)
+    record_revocations(grant.hub, grant.group, accounts, cause, reason, by_pk, names)
 
 
 def _grant_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
@@ -149,7 +198,10 @@ def _grant_post_save(sender: Any, instance: Any, created: bool = False, raw: boo
 
 
 def _grant_pre_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
-    setattr(instance, _GRANT_HOLDERS, _holders(instance))
+    holders = _holders(instance)
+    setattr(instance, _GRANT_HOLDERS, holders)
+    # A cascade from deleting the user removes the user row before post_delete: keep the names now.
+    instance._signalr_groups_names = _usernames(holders) if holders else {}
 
 
 def _grant_post_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -193,5 +245,24 @@ def connect_grant_receivers() -> None:
     post_save.connect(_grant_post_save, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_save")
     pre_delete.connect(_grant_pre_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_pre_delete")
     post_delete.connect(_grant_post_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_delete")
-    through = get_user_model().groups.through
-    m2m_changed.connect(_auth_groups_changed, sender=through, dispatch_uid="signalr_groups.auth_groups_changed")
+    user_model = get_user_model()
+    if _has_field(user_model, "groups"):  # PermissionsMixin; custom users without it have no auth groups
+        through = user_model.groups.through
+        m2m_changed.connect(_auth_groups_changed, sender=through, dispatch_uid="signalr_groups.auth_groups_changed")
+
+
+def grants_changed_in_bulk(before: list[Any], after: Any) -> None:
+    """After ``GroupGrant.objects.filter(...).update(...)``: re-check old and new holders of each grant."""
+    now_by_pk = {grant.pk: grant for grant in after}
+    for old in before:
+        new = now_by_pk.get(old.pk)
+        accounts = _holders(old) | (_holders(new) if new is not None else set())
+        if new is not None and old.revoked_at is None and new.revoked_at is not None:
+            _record(new, _holders(new), "revoked", new.revoke_reason, None)
+            cause = "revoked"
+        elif new is not None and not new.is_active():
+            cause = "revoked" if new.revoked_at is not None else "expired"
+        else:
+            cause = "changed"
+        for hub in {old.hub} | ({new.hub} if new is not None else set()):
+            group_access_changed_on_commit(accounts, hub, cause)

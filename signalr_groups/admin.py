@@ -51,7 +51,7 @@ class GroupGrantAdmin(GrantAdminBase):
     """Grants: list, filter, search, edit expiry, and revoke in bulk ("Revoke now")."""
 
     list_display = ("hub", "group", "user", "auth_group", "expires_at", "status", "granted_by", "granted_at")
-    list_filter = (GrantStatusFilter, "hub", "group")
+    list_filter = (GrantStatusFilter, "hub", "group", ("user", admin.RelatedOnlyFieldListFilter), "auth_group")
     search_fields = ("hub", "group", "user__username", "auth_group__name")
     readonly_fields = ("granted_by", "granted_at", "revoked_at", "revoked_by", "revoke_reason")
     autocomplete_fields = ()

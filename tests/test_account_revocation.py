@@ -115,3 +115,21 @@ async def test_an_expired_access_token_closes_the_connection_with_reconnect_allo
     record = await client.receive_record(timeout=3)
     assert record == {"type": 7, "error": "Your access token expired.", "allowReconnect": True}
     await client.disconnect()
+
+
+def test_an_expiring_session_closes_its_connection(live_server_process, live_users, node: NodeDriver):
+    """Row 19: the session's stored expiry passes while the socket is open."""
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    key = live_users["alice"].split("=", 1)[1]
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() + timedelta(seconds=1.5))
+    url = live_server_process.http_url + "/protected"
+    node.connect("alice", url, cookie=live_users["alice"])
+    node.connect("bob", url, cookie=live_users["bob"])
+    assert _closed_error(node, "alice", timeout=4.0) == "Server returned an error on close: Your session expired."
+    _still_open(node, "bob")
+    with pytest.raises(RuntimeError, match="401"):
+        node.connect("again", url, cookie=live_users["alice"])

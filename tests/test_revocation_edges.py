@@ -36,6 +36,7 @@ async def test_a_join_racing_a_revocation_does_not_keep_the_group(monkeypatch):
     assert manager is not None
     loop = asyncio.get_running_loop()
     from signalr_groups.grants import fresh_active_grants as real
+
     calls = []
 
     def stale_then_real(user_arg, hub_key):

@@ -550,6 +550,9 @@ class HubLifetimeManager:
                     (str(pattern), None if until is None else float(until)) for pattern, until in message["grants"]
                 ]
                 await self.apply_group_access(message["account"], grants, message.get("cause") or "changed")
+            reply_to = message.get("reply_to")
+            if reply_to:  # every member channel acknowledges, whatever its hub: the sender counts them
+                await self.layer.send(reply_to, {"type": ACK, "account": message["account"]})
         elif kind == REVOKE_ACCOUNT:
             self.revoke_account_local(
                 message["account"], message.get("session_key"), message.get("error"), message.get("allow_reconnect")

@@ -8,6 +8,7 @@ user's account group, which every server process with a connection of that user 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -17,11 +18,15 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from signalr_groups.grants import GrantList, active_grants
-from signalr_groups.layers import get_layer
+from signalr_groups.layers import get_layer, layer_group_size
 from signalr_groups.lifetime import GROUP_ACCESS, REVOKE_ACCOUNT, running_managers
 from signalr_groups.naming import layer_group_name
+from signalr_groups.sending import _release_channel
 
 logger = logging.getLogger(__name__)
+
+#: How long a revoking request waits for the server processes to acknowledge (seconds).
+ACK_TIMEOUT = 2.0
 
 
 def account_group(account_id: str) -> str:
@@ -85,17 +90,36 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
         if manager.hub_key == hub_key:
             await manager.apply_group_access(account, grants, cause)
     layer = get_layer()
-    if layer is not None:
-        await layer.group_send(
-            account_group(account),
-            {
-                "type": GROUP_ACCESS,
-                "hub": hub_key,
-                "account": account,
-                "grants": [[pattern, until] for pattern, until in grants],
-                "cause": cause,
-            },
-        )
+    if layer is None:
+        return
+    group = account_group(account)
+    members = await layer_group_size(layer, group)
+    message = {
+        "type": GROUP_ACCESS,
+        "hub": hub_key,
+        "account": account,
+        "grants": [[pattern, until] for pattern, until in grants],
+        "cause": cause,
+    }
+    if not members:
+        if members is None:  # a layer we cannot count: send without waiting
+            await layer.group_send(group, message)
+        return
+    # Wait until every process holding the user's connections has applied the change, so that
+    # when the revoking request returns, no message sent afterwards can reach the user anywhere.
+    reply_to = await layer.new_channel()
+    try:
+        await layer.group_send(group, {**message, "reply_to": reply_to})
+        deadline = asyncio.get_running_loop().time() + ACK_TIMEOUT
+        for _ in range(members):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(layer.receive(reply_to), remaining)
+    except TimeoutError:
+        logger.warning("signalr_groups: not every process acknowledged the access change of user %s", account)
+        return
+    await _release_channel(layer, reply_to)
 
 
 def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:

@@ -22,9 +22,10 @@ COUNTING = {
 class FakeConnection:
     """Stands in for a socket: records what the manager hands it."""
 
-    def __init__(self, connection_id: str, user: str | None = None) -> None:
+    def __init__(self, connection_id: str, user: str | None = None, account: str | None = None) -> None:
         self.connection_id = connection_id
         self.user_identifier = user
+        self.account_id = account
         self.records: list[str] = []
         self.aborted: list[tuple[str | None, bool | None]] = []
 

@@ -154,3 +154,32 @@ async def test_pubsub_reply_channels_are_released(redis_url):
             await here.disconnect(local)
             await _close_layer(layer_b)
             await _close_layer(layer_a)
+
+
+@pytest.mark.parametrize("backend", LAYERS)
+async def test_account_groups_can_be_counted_so_revocations_wait_for_every_process(redis_url, backend):
+    from django.utils.module_loading import import_string
+
+    from signalr_groups.layers import layer_group_size
+    from signalr_groups.revocation import account_group, publish_group_access
+
+    with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
+        layer_a = channel_layers["default"]
+        layer_b = import_string(backend)(hosts=[_host(redis_url)], capacity=1000)
+        here = get_manager(HUB, create=True)
+        assert here is not None
+        there = HubLifetimeManager(HUB, layer_b)
+        phone, laptop = FakeConnection("phone", "ann", "42"), FakeConnection("laptop", "ann", "42")
+        try:
+            assert await layer_group_size(layer_a, account_group("42")) == 0
+            await here.connect(phone)
+            await there.connect(laptop)
+            assert await layer_group_size(layer_a, account_group("42")) == 2
+            started = time.monotonic()
+            await publish_group_access("42", HUB, [], "revoked")  # waits for both processes' acks
+            assert time.monotonic() - started < 1.0
+        finally:
+            await there.disconnect(laptop)
+            await here.disconnect(phone)
+            await _close_layer(layer_b)
+            await _close_layer(layer_a)

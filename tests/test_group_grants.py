@@ -112,6 +112,45 @@ def _payloads(events: list[list[Any]]) -> list[dict[str, int]]:
     return [json.loads(args[1]) for args in events if args[0] == "group"]
 
 
+def _alice_on_three_devices_and_bob(
+    server: ServerProcess, live_users: dict[str, str], node: NodeDriver, room: str, expires: Any = None
+) -> tuple[GroupGrant, PySignalRDevice]:
+    """alice (direct grant to vip-*) on two JS clients and a pysignalr phone, bob (auth-group grant), all in ``room``."""
+    user_model = get_user_model()
+    alice, bob = user_model.objects.get(username="alice"), user_model.objects.get(username="bob")
+    grant = GroupGrant.objects.create(hub="interop", group="vip-*", user=alice, expires_at=expires)
+    vips = Group.objects.create(name="vips")
+    bob.groups.add(vips)
+    GroupGrant.objects.create(hub="interop", group="vip-*", auth_group=vips)
+    url = server.http_url + "/interop"
+    node.connect("desktop", url, cookie=live_users["alice"], events=EVENTS)
+    node.connect("laptop", url, cookie=live_users["alice"], events=EVENTS)
+    node.connect("bob", url, cookie=live_users["bob"], events=EVENTS)
+    phone = PySignalRDevice(url, issue_access_token(alice))
+    try:
+        for name in ("desktop", "laptop", "bob"):
+            assert node.invoke(name, "JoinGroup", room) is True
+        assert phone.invoke("JoinGroup", room) is True
+        assert phone.invoke("GetUserIdentifier") == "alice"
+    except BaseException:
+        phone.close()
+        raise
+    return grant, phone
+
+
+def _assert_nothing_sent_after_reached_alice(node: NodeDriver, phone: PySignalRDevice, ended_at_ms: float) -> None:
+    """alice's devices got bob's sequence before the revocation and nothing sent after it; bob got both."""
+    for name in ("desktop", "laptop"):
+        seen = _payloads(received(node.collect(name)))
+        assert seen, "the device got group messages before the revocation"
+        assert all(p["t"] < ended_at_ms for p in seen), "a message sent after the revocation arrived"
+    phone_seen = _payloads([args for target, args in phone.events if target == "Receive"])
+    assert phone_seen and all(p["t"] < ended_at_ms for p in phone_seen)
+    bob_seen = _payloads(received(node.collect("bob")))
+    assert any(p["t"] > ended_at_ms for p in bob_seen), "bob (still granted) kept receiving"
+    assert [p["seq"] for p in bob_seen] == sorted(p["seq"] for p in bob_seen)
+
+
 @pytest.mark.parametrize(("trigger", "cause"), [("admin", "revoked"), ("orm", "revoked"), ("expiry", "expired")])
 def test_revocation_reaches_every_device_and_no_later_message(
     live_server_process, live_users, node: NodeDriver, trigger, cause
@@ -120,24 +159,9 @@ def test_revocation_reaches_every_device_and_no_later_message(
     (granted through an auth group) sends sequence-numbered messages throughout. When alice's grant
     ends — by the admin's "Revoke now", by the ORM, or by expiry — all three devices get
     GroupAccessRevoked within 1 s and none of them receives a message sent after that instant."""
-    user_model = get_user_model()
-    alice, bob = user_model.objects.get(username="alice"), user_model.objects.get(username="bob")
     expires = timezone.now() + timedelta(seconds=2) if trigger == "expiry" else None
-    grant = GroupGrant.objects.create(hub="interop", group="vip-*", user=alice, expires_at=expires)
-    vips = Group.objects.create(name="vips")
-    bob.groups.add(vips)
-    GroupGrant.objects.create(hub="interop", group="vip-*", auth_group=vips)
-    url = live_server_process.http_url + "/interop"
-    node.connect("desktop", url, cookie=live_users["alice"], events=EVENTS)
-    node.connect("laptop", url, cookie=live_users["alice"], events=EVENTS)
-    node.connect("bob", url, cookie=live_users["bob"], events=EVENTS)
-    phone = PySignalRDevice(url, issue_access_token(alice))
+    grant, phone = _alice_on_three_devices_and_bob(live_server_process, live_users, node, "vip-room", expires)
     try:
-        for name in ("desktop", "laptop", "bob"):
-            assert node.invoke(name, "JoinGroup", "vip-room") is True
-        assert phone.invoke("JoinGroup", "vip-room") is True
-        assert phone.invoke("GetUserIdentifier") == "alice"
-
         count = 700 if trigger == "expiry" else 300  # keep sending well past the expiry
         node.call("spam", name="bob", method="SendToGroup", group="vip-room", count=count, interval=5)
         if trigger == "expiry":
@@ -163,15 +187,7 @@ def test_revocation_reaches_every_device_and_no_later_message(
         assert time.time() * 1000 - ended_at_ms < 1000 + 500  # within 1 s (+ the driver's polling)
         node.wait_for("bob", lambda ev: any(e["target"] == "__spam_done__" for e in ev), 10)
 
-        for name in ("desktop", "laptop"):
-            seen = _payloads(received(node.collect(name)))
-            assert seen, "the device got group messages before the revocation"
-            assert all(p["t"] < ended_at_ms for p in seen), "a message sent after the revocation arrived"
-        phone_seen = _payloads([args for target, args in phone.events if target == "Receive"])
-        assert phone_seen and all(p["t"] < ended_at_ms for p in phone_seen)
-        bob_seen = _payloads(received(node.collect("bob")))
-        assert any(p["t"] > ended_at_ms for p in bob_seen), "bob (still granted) kept receiving"
-        assert [p["seq"] for p in bob_seen] == sorted(p["seq"] for p in bob_seen)
+        _assert_nothing_sent_after_reached_alice(node, phone, ended_at_ms)
 
         with pytest.raises(InvocationError, match=re.escape(DENIED.format("vip-room"))):
             node.invoke("desktop", "JoinGroup", "vip-room")
@@ -242,21 +258,9 @@ def test_revocation_in_another_process_reaches_the_server_through_redis(
     """The admin action posted with Django's test client runs in *this* process; the sockets live in
     the daphne process. The revocation crosses over the shared Redis layer, and the action waits for
     the server process to acknowledge it: no message sent after it returns reaches alice."""
-    user_model = get_user_model()
-    alice, bob = user_model.objects.get(username="alice"), user_model.objects.get(username="bob")
-    grant = GroupGrant.objects.create(hub="interop", group="vip-*", user=alice)
-    vips = Group.objects.create(name="vips")
-    bob.groups.add(vips)
-    GroupGrant.objects.create(hub="interop", group="vip-*", auth_group=vips)
-    url = redis_server_process.http_url + "/interop"
-    node.connect("desktop", url, cookie=live_users["alice"], events=EVENTS)
-    node.connect("laptop", url, cookie=live_users["alice"], events=EVENTS)
-    node.connect("bob", url, cookie=live_users["bob"], events=EVENTS)
-    phone = PySignalRDevice(url, issue_access_token(alice))
+    alice = get_user_model().objects.get(username="alice")
+    grant, phone = _alice_on_three_devices_and_bob(redis_server_process, live_users, node, "vip-lounge")
     try:
-        for name in ("desktop", "laptop", "bob"):
-            assert node.invoke(name, "JoinGroup", "vip-lounge") is True
-        assert phone.invoke("JoinGroup", "vip-lounge") is True
         staff = get_user_model().objects.create_user(username="staff", password="x", is_staff=True, is_superuser=True)
         client = Client()
         client.force_login(staff)
@@ -275,12 +279,7 @@ def test_revocation_in_another_process_reaches_the_server_through_redis(
             assert time.monotonic() < deadline, phone.events
             time.sleep(0.02)
         node.wait_for("bob", lambda ev: any(e["target"] == "__spam_done__" for e in ev), 10)
-        for name in ("desktop", "laptop"):
-            seen = _payloads(received(node.collect(name)))
-            assert seen and all(p["t"] < ended_at_ms for p in seen), "a message sent after the revocation arrived"
-        phone_seen = _payloads([args for target, args in phone.events if target == "Receive"])
-        assert phone_seen and all(p["t"] < ended_at_ms for p in phone_seen)
-        assert any(p["t"] > ended_at_ms for p in _payloads(received(node.collect("bob"))))
+        _assert_nothing_sent_after_reached_alice(node, phone, ended_at_ms)
 
         # Account-level revocation crosses over too: deactivate alice here, her sockets there close.
         alice.is_active = False

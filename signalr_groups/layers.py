@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -30,28 +31,48 @@ def may_have_other_members(layer: Any, group: str, own_channel: str | None) -> b
     return True
 
 
-async def layer_group_size(layer: Any, group: str) -> int | None:
-    """How many channels (server processes, for our groups) are in a layer group; None if unknown.
+@dataclass(frozen=True)
+class Quorum:
+    """Who must acknowledge a message to a layer group: these channels, or this many processes."""
 
-    Reads channels-redis' own bookkeeping (the group's sorted set for ``RedisChannelLayer``,
-    ``PUBSUB NUMSUB`` for ``RedisPubSubChannelLayer``), so a sender can wait for every member
-    process to acknowledge a revocation. Unknown layers answer None: do not wait.
+    channels: frozenset[str] | None = None
+    processes: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nobody is in the group."""
+        return not self.channels and not self.processes
+
+    def satisfied(self, channels: set[str], processes: set[str]) -> bool:
+        """Whether the acknowledgements received so far cover the quorum."""
+        if self.channels is not None:
+            return self.channels <= channels
+        return len(processes) >= (self.processes or 0)
+
+
+async def layer_group_quorum(layer: Any, group: str) -> Quorum | None:
+    """The members of a layer group that must acknowledge a revocation; None if the layer cannot tell.
+
+    The in-memory layer and channels-redis' ``RedisChannelLayer`` know the member channels (its
+    group's sorted set); ``RedisPubSubChannelLayer`` only knows how many processes subscribed
+    (``PUBSUB NUMSUB``), so acknowledgements are then counted per process.
     """
     if isinstance(layer, InMemoryChannelLayer):
-        return len(layer.groups.get(group, {}))
+        return Quorum(channels=frozenset(layer.groups.get(group, {})))
     kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
     try:
         if kind == "channels_redis.core.RedisChannelLayer":
             connection = layer.connection(layer.consistent_hash(group))
             minimum = int(time.time()) - layer.group_expiry
-            return int(await connection.zcount(layer._group_key(group), minimum, "+inf"))
+            names = await connection.zrangebyscore(layer._group_key(group), f"({minimum}", "+inf")
+            return Quorum(channels=frozenset(name.decode() if isinstance(name, bytes) else name for name in names))
         if kind == "channels_redis.pubsub.RedisPubSubChannelLayer":
             loop_layer = layer._get_layer()
             channel = loop_layer._get_group_channel_name(group)
             shard = loop_layer._get_shard(channel)
             shard._ensure_redis()
             counts = await shard._redis.pubsub_numsub(channel)
-            return int(counts[0][1]) if counts else 0
+            return Quorum(processes=int(counts[0][1]) if counts else 0)
     except Exception:
         return None
     return None

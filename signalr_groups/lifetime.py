@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 import weakref
@@ -43,6 +44,8 @@ ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
 REVOKE_ACCOUNT: Final = "signalr.revoke_account"
 GROUP_ACCESS: Final = "signalr.group_access"
+#: Names this server process in acknowledgements (pub/sub layers count processes, not channels).
+_PROCESS: Final = f"{os.getpid()}-{secrets.token_hex(4)}"
 #: A restricted membership ends this many seconds before its grant's expiry (timer latency margin).
 _EXPIRY_LEAD: Final = 0.01
 #: Longest stretch of sends or invocations before the event loop is handed back (seconds).
@@ -491,6 +494,10 @@ class HubLifetimeManager:
             raise GroupAccessDeniedError(str(ack["error"]))
         return True
 
+    def _subscriber(self) -> str:
+        """One pub/sub subscriber: one layer instance in one event loop of one process."""
+        return f"{_PROCESS}:{id(self.layer)}:{id(asyncio.get_running_loop())}"
+
     async def _acknowledge(self, message: dict[str, Any], connection_id: str, error: str | None = None) -> None:
         reply_to = message.get("reply_to")
         if reply_to:
@@ -551,8 +558,16 @@ class HubLifetimeManager:
                 ]
                 await self.apply_group_access(message["account"], grants, message.get("cause") or "changed")
             reply_to = message.get("reply_to")
-            if reply_to:  # every member channel acknowledges, whatever its hub: the sender counts them
-                await self.layer.send(reply_to, {"type": ACK, "account": message["account"]})
+            if reply_to:  # every member channel acknowledges, naming itself and its process
+                await self.layer.send(
+                    reply_to,
+                    {
+                        "type": ACK,
+                        "account": message["account"],
+                        "channel": self.channel_name,
+                        "process": self._subscriber(),
+                    },
+                )
         elif kind == REVOKE_ACCOUNT:
             self.revoke_account_local(
                 message["account"], message.get("session_key"), message.get("error"), message.get("allow_reconnect")

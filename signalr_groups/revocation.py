@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from signalr_groups.grants import GrantList, active_grants
-from signalr_groups.layers import get_layer, layer_group_size
+from signalr_groups.layers import get_layer, layer_group_quorum
 from signalr_groups.lifetime import GROUP_ACCESS, REVOKE_ACCOUNT, running_managers
 from signalr_groups.naming import layer_group_name
 from signalr_groups.sending import _release_channel
@@ -93,7 +93,7 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
     if layer is None:
         return
     group = account_group(account)
-    members = await layer_group_size(layer, group)
+    quorum = await layer_group_quorum(layer, group)
     message = {
         "type": GROUP_ACCESS,
         "hub": hub_key,
@@ -101,25 +101,31 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
         "grants": [[pattern, until] for pattern, until in grants],
         "cause": cause,
     }
-    if not members:
-        if members is None:  # a layer we cannot count: send without waiting
-            await layer.group_send(group, message)
+    if quorum is None:  # a layer we cannot ask: send without waiting
+        await layer.group_send(group, message)
         return
-    # Wait until every process holding the user's connections has applied the change, so that
+    if quorum.empty:
+        return
+    # Wait until every member that held the user's connections has applied the change, so that
     # when the revoking request returns, no message sent afterwards can reach the user anywhere.
     reply_to = await layer.new_channel()
+    acked_channels: set[str] = set()
+    acked_processes: set[str] = set()
     try:
         await layer.group_send(group, {**message, "reply_to": reply_to})
-        deadline = asyncio.get_running_loop().time() + ACK_TIMEOUT
-        for _ in range(members):
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise TimeoutError
-            await asyncio.wait_for(layer.receive(reply_to), remaining)
+        async with asyncio.timeout(ACK_TIMEOUT):
+            while not quorum.satisfied(acked_channels, acked_processes):
+                ack = await layer.receive(reply_to)
+                acked_channels.add(str(ack.get("channel")))
+                acked_processes.add(str(ack.get("process")))
     except TimeoutError:
         logger.warning("signalr_groups: not every process acknowledged the access change of user %s", account)
-        return
-    await _release_channel(layer, reply_to)
+    except Exception:  # e.g. a second event loop receiving on a layer the server's loop uses
+        logger.warning(
+            "signalr_groups: could not wait for acknowledgements of user %s's access change", account, exc_info=True
+        )
+    finally:
+        await _release_channel(layer, reply_to)
 
 
 def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:
@@ -130,12 +136,24 @@ def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cau
 
     def run() -> None:
         user_model = get_user_model()
+        work: list[tuple[str, GrantList]] = []
         for account in accounts:
-            try:
-                user = user_model._default_manager.filter(pk=account).first()
-                grants = active_grants(user, hub_key) if user is not None else []
-                async_to_sync(publish_group_access)(account, hub_key, grants, cause)
-            except Exception:
-                logger.exception("signalr_groups: could not re-check group access of user %s", account)
+            user = user_model._default_manager.filter(pk=account).first()
+            work.append((account, active_grants(user, hub_key) if user is not None else []))
+
+        async def publish_all() -> None:
+            # Concurrently: the acknowledgement waits of many users overlap instead of adding up.
+            results = await asyncio.gather(
+                *(publish_group_access(account, hub_key, grants, cause) for account, grants in work),
+                return_exceptions=True,
+            )
+            for (account, _grants), result in zip(work, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.error("signalr_groups: could not re-check group access of user %s: %r", account, result)
+
+        try:
+            async_to_sync(publish_all)()
+        except Exception:
+            logger.exception("signalr_groups: could not re-check group access of users %s", ", ".join(accounts))
 
     transaction.on_commit(run)

@@ -157,10 +157,10 @@ async def test_pubsub_reply_channels_are_released(redis_url):
 
 
 @pytest.mark.parametrize("backend", LAYERS)
-async def test_account_groups_can_be_counted_so_revocations_wait_for_every_process(redis_url, backend):
+async def test_revocations_wait_for_every_process_holding_the_user(redis_url, backend):
     from django.utils.module_loading import import_string
 
-    from signalr_groups.layers import layer_group_size
+    from signalr_groups.layers import layer_group_quorum
     from signalr_groups.revocation import account_group, publish_group_access
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
@@ -171,15 +171,68 @@ async def test_account_groups_can_be_counted_so_revocations_wait_for_every_proce
         there = HubLifetimeManager(HUB, layer_b)
         phone, laptop = FakeConnection("phone", "ann", "42"), FakeConnection("laptop", "ann", "42")
         try:
-            assert await layer_group_size(layer_a, account_group("42")) == 0
+            empty = await layer_group_quorum(layer_a, account_group("42"))
+            assert empty is not None and empty.empty
             await here.connect(phone)
             await there.connect(laptop)
-            assert await layer_group_size(layer_a, account_group("42")) == 2
+            quorum = await layer_group_quorum(layer_a, account_group("42"))
+            assert quorum is not None
+            if "pubsub" in backend:
+                assert quorum.processes == 2
+            else:
+                assert here.channel_name is not None and there.channel_name is not None
+                assert quorum.channels == frozenset({here.channel_name, there.channel_name})
             started = time.monotonic()
             await publish_group_access("42", HUB, [], "revoked")  # waits for both processes' acks
             assert time.monotonic() - started < 1.0
         finally:
             await there.disconnect(laptop)
             await here.disconnect(phone)
+            await _close_layer(layer_b)
+            await _close_layer(layer_a)
+
+
+class RestrictedRedisHub(Hub):
+    hub_name = "redis-test"
+    restricted_groups = ("vip",)
+
+
+class OtherRedisHub(Hub):
+    hub_name = "redis-test-other"
+
+
+@pytest.mark.parametrize("backend", LAYERS)
+async def test_a_revocation_returns_only_after_the_other_process_applied_it(redis_url, backend):
+    """Process A runs two hubs with the user's connections, process B one: acks are counted per
+    member (channel, or pub/sub subscriber), so A's two managers cannot stand in for B."""
+    from django.utils.module_loading import import_string
+
+    from signalr_groups.revocation import publish_group_access
+
+    with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
+        layer_a = channel_layers["default"]
+        layer_b = import_string(backend)(hosts=[_host(redis_url)], capacity=1000)
+        here = get_manager(HUB, create=True)
+        here_other = get_manager(OtherRedisHub.hub_key(), create=True)
+        assert here is not None and here_other is not None
+        there = HubLifetimeManager(HUB, layer_b)
+        there.hub_class = RestrictedRedisHub
+        a1, a2 = FakeConnection("a1", "ann", "7"), FakeConnection("a2", "ann", "7")
+        b1 = FakeConnection("b1", "ann", "7")
+        try:
+            await here.connect(a1)
+            await here_other.connect(a2)
+            await there.connect(b1)
+            there.connection_groups["b1"].add("vip")  # b1 holds a restricted group in process B
+            there.groups["vip"] = {"b1"}
+            for _ in range(20):
+                await publish_group_access("7", HUB, [], "revoked")
+                assert "vip" not in there.connection_groups["b1"], "returned before process B applied it"
+                there.connection_groups["b1"].add("vip")
+                there.groups["vip"] = {"b1"}
+        finally:
+            await there.disconnect(b1)
+            await here_other.disconnect(a2)
+            await here.disconnect(a1)
             await _close_layer(layer_b)
             await _close_layer(layer_a)

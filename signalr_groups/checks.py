@@ -18,6 +18,7 @@ CHECK_IDS: Final = {
     "signalr_groups.W002": "CLIENT_TIMEOUT is not longer than the clients' 15 s keep-alive interval",
     "signalr_groups.W003": "the in-memory channel layer has a capacity below 1000",
     "signalr_groups.W004": "RedisChannelLayer with redis-py 8's 5 s socket timeout, equal to its 5 s blocking pop",
+    "signalr_groups.W005": "RedisChannelLayer group_expiry shorter than twice LAYER_GROUP_REFRESH_INTERVAL",
 }
 
 #: channels_redis.core.RedisChannelLayer blocks on BZPOPMIN for this many seconds.
@@ -75,6 +76,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     else:
         config = layers[hub_settings.channel_layer]
         messages.extend(_check_redis_core_timeouts(config))
+        if config.get("BACKEND") == "channels_redis.core.RedisChannelLayer":
+            expiry = (config.get("CONFIG") or {}).get("group_expiry", 86400)
+            if expiry < 2 * hub_settings.layer_group_refresh_interval:
+                messages.append(
+                    checks.Warning(
+                        f"RedisChannelLayer group_expiry ({expiry} s) is less than twice "
+                        f"LAYER_GROUP_REFRESH_INTERVAL ({hub_settings.layer_group_refresh_interval:g} s): "
+                        "live group memberships could expire before they are renewed.",
+                        hint="Lower SIGNALR_GROUPS['LAYER_GROUP_REFRESH_INTERVAL'] or raise group_expiry.",
+                        id="signalr_groups.W005",
+                    )
+                )
         if config.get("BACKEND") == "channels.layers.InMemoryChannelLayer":
             capacity = (config.get("CONFIG") or {}).get("capacity", 100)
             if capacity < 1000:

@@ -60,6 +60,16 @@ def test_redis_core_layer_needs_a_socket_timeout_above_its_blocking_pop():
         assert _ids() == ["signalr_groups.W004"]
     with override_settings(CHANNEL_LAYERS=layers([{"address": "redis://127.0.0.1:6379", "socket_timeout": 10}])):
         assert _ids() == []
+    short = [{"address": "redis://127.0.0.1:6379", "socket_timeout": 10}]
+    with override_settings(
+        CHANNEL_LAYERS={
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": short, "group_expiry": 1200},
+            }
+        }
+    ):
+        assert _ids() == ["signalr_groups.W005"]
     pubsub = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}}}
     with override_settings(CHANNEL_LAYERS=pubsub):
         assert _ids() == []

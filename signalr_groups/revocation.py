@@ -21,7 +21,7 @@ from signalr_groups.grants import GrantList, active_grants
 from signalr_groups.layers import get_layer, layer_group_quorum
 from signalr_groups.lifetime import GROUP_ACCESS, REVOKE_ACCOUNT, running_managers
 from signalr_groups.naming import layer_group_name
-from signalr_groups.sending import _release_channel
+from signalr_groups.sending import release_channel
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
             "signalr_groups: could not wait for acknowledgements of user %s's access change", account, exc_info=True
         )
     finally:
-        await _release_channel(layer, reply_to)
+        await release_channel(layer, reply_to)
 
 
 def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:

@@ -99,15 +99,15 @@ async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     except TimeoutError:
         return False  # the cancelled receive released the reply channel
     except BaseException:
-        await _release_channel(layer, reply_to)
+        await release_channel(layer, reply_to)
         raise
-    await _release_channel(layer, reply_to)
+    await release_channel(layer, reply_to)
     if isinstance(ack, dict) and ack.get("error"):
         raise GroupAccessDeniedError(str(ack["error"]))
     return True
 
 
-async def _release_channel(layer: Any, channel: str) -> None:
+async def release_channel(layer: Any, channel: str) -> None:
     """Free a one-off reply channel.
 
     Channels has no "delete channel" call; layers clean up when a ``receive`` is cancelled

@@ -46,6 +46,14 @@ async def _wait(predicate, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _tear_down(memberships, *layers) -> None:
+    """Disconnect (manager, connection) pairs, then close the layers, in that order."""
+    for manager, connection in memberships:
+        await manager.disconnect(connection)
+    for layer in layers:
+        await _close_layer(layer)
+
+
 async def _close_layer(layer) -> None:
     if hasattr(layer, "flush"):
         await layer.flush()
@@ -104,11 +112,7 @@ async def test_two_processes_over_redis(redis_url, backend):
             await context.clients.client("bob-there").send("AfterTimeout", 6)
             await _wait(lambda: len(bob_there.records) == 4)
         finally:
-            for connection in (alice_there, bob_there):
-                await there.disconnect(connection)
-            await here.disconnect(alice_here)
-            await _close_layer(layer_b)
-            await _close_layer(layer_a)
+            await _tear_down([(there, alice_there), (there, bob_there), (here, alice_here)], layer_b, layer_a)
 
 
 @pytest.mark.parametrize("backend", LAYERS)
@@ -123,8 +127,7 @@ async def test_unknown_connection_times_out_as_false(redis_url, backend):
             await here.connect(connection)
             assert await get_hub_context(RedisHub).groups.add_to_group("nobody", "g") is False
         finally:
-            await here.disconnect(connection)
-            await _close_layer(layer)
+            await _tear_down([(here, connection)], layer)
 
 
 async def test_pubsub_reply_channels_are_released(redis_url):
@@ -150,10 +153,7 @@ async def test_pubsub_reply_channels_are_released(redis_url):
             assert len(layer_a.channels) == subscribed
             assert set(there.connection_groups["remote"]) == {"warmup", *(f"g{i}" for i in range(20))}
         finally:
-            await there.disconnect(remote)
-            await here.disconnect(local)
-            await _close_layer(layer_b)
-            await _close_layer(layer_a)
+            await _tear_down([(there, remote), (here, local)], layer_b, layer_a)
 
 
 @pytest.mark.parametrize("backend", LAYERS)
@@ -186,10 +186,7 @@ async def test_revocations_wait_for_every_process_holding_the_user(redis_url, ba
             await publish_group_access("42", HUB, [], "revoked")  # waits for both processes' acks
             assert time.monotonic() - started < 1.0
         finally:
-            await there.disconnect(laptop)
-            await here.disconnect(phone)
-            await _close_layer(layer_b)
-            await _close_layer(layer_a)
+            await _tear_down([(there, laptop), (here, phone)], layer_b, layer_a)
 
 
 class RestrictedRedisHub(Hub):
@@ -231,8 +228,4 @@ async def test_a_revocation_returns_only_after_the_other_process_applied_it(redi
                 there.connection_groups["b1"].add("vip")
                 there.groups["vip"] = {"b1"}
         finally:
-            await there.disconnect(b1)
-            await here_other.disconnect(a2)
-            await here.disconnect(a1)
-            await _close_layer(layer_b)
-            await _close_layer(layer_a)
+            await _tear_down([(there, b1), (here_other, a2), (here, a1)], layer_b, layer_a)

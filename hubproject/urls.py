@@ -11,6 +11,8 @@ from signalr_groups.routing import negotiate_path
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("rooms/<slug:slug>/", views.room, name="room"),
+    path("sample/", views.docs_sample, name="docs-sample"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     negotiate_path("chatHub", ChatHub),

@@ -99,6 +99,7 @@ class HubConnection:
             user_identifier=user_identifier,
             scope=scope,
             abort=lambda: self.abort(None, False),
+            group_names=lambda: frozenset(self.manager.connection_groups.get(connection_id, ())),
         )
         self._send = send
         self._outbox: deque[str | None] = deque()

@@ -13,7 +13,7 @@ class HubCallerContext:
     closes the connection with a Close message that tells the client not to reconnect.
     """
 
-    __slots__ = ("_abort", "connection_id", "items", "scope", "user", "user_identifier")
+    __slots__ = ("_abort", "_group_names", "connection_id", "items", "scope", "user", "user_identifier")
 
     def __init__(
         self,
@@ -23,6 +23,7 @@ class HubCallerContext:
         user_identifier: str | None,
         scope: dict[str, Any],
         abort: Callable[[], None],
+        group_names: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.user = user
@@ -30,6 +31,17 @@ class HubCallerContext:
         self.scope = scope
         self.items: dict[Any, Any] = {}
         self._abort = abort
+        self._group_names = group_names
+
+    @property
+    def group_names(self) -> frozenset[str]:
+        """The groups this connection is in right now.
+
+        Live, not remembered: a membership ended by a revocation, a grant's expiry or a
+        ``remove_from_group`` from elsewhere is already gone. Use it to check that the caller
+        may post to a group.
+        """
+        return self._group_names() if self._group_names is not None else frozenset()
 
     def abort(self) -> None:
         """Close this connection for good (Close message without ``allowReconnect``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from signalr_groups.members import GroupMembers, group_members
 from signalr_groups.sending import group_action
 
 
@@ -23,3 +24,11 @@ class GroupManager:
     async def remove_from_group(self, connection_id: str, group_name: str) -> bool:
         """Remove a connection from a group; True once done, False if no server has that connection."""
         return await group_action(self._hub_key, "remove", connection_id, group_name)
+
+    async def get_members(self, group_name: str) -> GroupMembers:
+        """Who is in a group now, on every server: connection count and distinct user identifiers.
+
+        Beyond SignalR (which cannot count a scaled-out group): one query over the channel layer,
+        answered by each process that holds members; see :mod:`signalr_groups.members`.
+        """
+        return await group_members(self._hub_key, group_name)

@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from signalr_groups.clients import ClientProxy, HubClients
 from signalr_groups.groups import GroupManager
 from signalr_groups.hub import Hub
+from signalr_groups.members import GroupMembers
 from signalr_groups.revocation import disconnect_user
 from signalr_groups.sending import abort
 
@@ -109,6 +110,10 @@ class SyncGroupManager:
     def add_to_group(self, connection_id: str, group_name: str) -> bool:
         """Add a connection to a group; False if no server has that connection."""
         return async_to_sync(self._groups.add_to_group)(connection_id, group_name)
+
+    def get_members(self, group_name: str) -> GroupMembers:
+        """Who is in a group now, on every server (see :meth:`GroupManager.get_members`)."""
+        return async_to_sync(self._groups.get_members)(group_name)
 
     def remove_from_group(self, connection_id: str, group_name: str) -> bool:
         """Remove a connection from a group; False if no server has that connection."""

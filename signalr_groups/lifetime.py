@@ -44,6 +44,7 @@ ACK: Final = "signalr.ack"
 ABORT: Final = "signalr.abort"
 REVOKE_ACCOUNT: Final = "signalr.revoke_account"
 GROUP_ACCESS: Final = "signalr.group_access"
+GROUP_MEMBERS: Final = "signalr.group_members"
 #: Names this server process in acknowledgements (pub/sub layers count processes, not channels).
 _PROCESS: Final = f"{os.getpid()}-{secrets.token_hex(4)}"
 #: A restricted membership ends this many seconds before its grant's expiry (timer latency margin).
@@ -463,6 +464,20 @@ class HubLifetimeManager:
             closed += 1
         return closed
 
+    def local_members(self, group: str) -> tuple[int, list[str], int]:
+        """This manager's members of a group: (connections, distinct user identifiers, anonymous)."""
+        users: set[str] = set()
+        anonymous = 0
+        ids = self.groups.get(group, ())
+        for connection_id in ids:
+            connection = self.connections.get(connection_id)
+            user = connection.user_identifier if connection is not None else None
+            if user is None:
+                anonymous += 1
+            else:
+                users.add(user)
+        return len(ids), sorted(users), anonymous
+
     def needs_layer(self, address: Address) -> bool:
         """Whether a send from this process must also cross the channel layer."""
         if self.layer is None:
@@ -566,6 +581,21 @@ class HubLifetimeManager:
                         "account": message["account"],
                         "channel": self.channel_name,
                         "process": self._subscriber(),
+                    },
+                )
+        elif kind == GROUP_MEMBERS:
+            reply_to = message.get("reply_to")
+            if reply_to:
+                count, users, anonymous = self.local_members(str(message.get("group")))
+                await self.layer.send(
+                    reply_to,
+                    {
+                        "type": ACK,
+                        "channel": self.channel_name,
+                        "process": self._subscriber(),
+                        "connections": count,
+                        "users": users,
+                        "anonymous": anonymous,
                     },
                 )
         elif kind == REVOKE_ACCOUNT:

@@ -1,16 +1,71 @@
-"""The demo hub, with the same methods and client events as the ASP.NET Core docs' groups sample."""
+"""The demo hub: chat rooms (groups), private messages (users) and live revocation.
+
+It keeps the ASP.NET Core docs' groups sample methods (``AddToGroup``, ``SendMessageToGroup``,
+``SendPrivateMessage``…) unchanged, and adds what the chat site uses: rooms stored in the
+database with their history, presence (who is in a room, counted per person, not per tab) and
+private messages to every device of a user.
+"""
 
 from __future__ import annotations
 
-from signalr_groups import Hub, hub_method
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from signalr_groups import Hub, HubError, hub_method
+from signalr_groups.permissions import IsAuthenticated
+
+
+def _room_exists(slug: str) -> bool:
+    from hubproject.chat.models import Room
+
+    return Room.objects.filter(slug=slug).exists()
+
+
+def _catch_up(slug: str, after_id: int | None) -> list[dict[str, Any]]:
+    from hubproject.chat.models import recent_messages
+
+    return [message.as_event() for message in recent_messages(slug, after_id)]
+
+
+def _save_message(slug: str, user: Any, author: str, text: str) -> dict[str, Any]:
+    from hubproject.chat.models import Message, Room
+
+    room = Room.objects.get(slug=slug)
+    return Message.objects.create(room=room, author=user, author_name=author, text=text).as_event()
+
+
+def _user_exists(username: str) -> bool:
+    user_model = get_user_model()
+    return user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).exists()
+
+
+def _clean_text(text: str) -> str:
+    from hubproject.chat.models import MAX_MESSAGE_LENGTH
+
+    text = text.strip()
+    if not text:
+        raise HubError("The message is empty.")
+    if len(text) > MAX_MESSAGE_LENGTH:
+        raise HubError(f"A message can be at most {MAX_MESSAGE_LENGTH} characters long.")
+    return text
 
 
 class ChatHub(Hub):
-    """Chat rooms (groups) and private messages (users) at ``/chatHub``.
+    """Chat rooms and private messages at ``/chatHub``.
 
-    Client events: ``Send`` (one string: group messages and join/leave notices),
-    ``ReceiveMessage`` (one string: a private message) and ``GroupAccessRevoked`` (room, reason)
-    when a grant for a restricted room is revoked or expires.
+    Client events of the chat site:
+
+    - ``RoomMessage(room, {id, author, text, sentAt})``: a message posted to a room;
+    - ``Presence(room, [user, …])``: who is in the room now (one entry per person, however many
+      tabs or devices), sent to the room whenever someone joins or leaves;
+    - ``PrivateMessage({from, text, sentAt})``: a private message, on every device of the user;
+    - ``GroupAccessRevoked(room, reason)``: access to a restricted room was revoked or expired,
+      and this connection has left it.
+
+    The docs sample's events are ``Send`` (one string) and ``ReceiveMessage`` (one string).
     """
 
     hub_name = "chat"
@@ -19,6 +74,57 @@ class ChatHub(Hub):
 
     def _who(self) -> str:
         return self.context.user_identifier or f"anonymous-{self.context.connection_id[:6]}"
+
+    # ------------------------------------------------------------------ the chat site
+
+    async def _publish_presence(self, room: str) -> None:
+        members = await self.groups.get_members(room)
+        await self.clients.group(room).send("Presence", room, sorted(members.users))
+
+    @hub_method(permission_classes=[IsAuthenticated])
+    async def join_room(self, room: str, after_id: int | None = None) -> dict[str, Any]:
+        """Join a room; return the messages posted after ``after_id`` (what a reconnecting page missed)."""
+        if not await database_sync_to_async(_room_exists)(room):
+            raise HubError(f"There is no room called '{room}'.")
+        # Restricted rooms: add_to_group checks the caller's grants and refuses without one.
+        await self.groups.add_to_group(self.context.connection_id, room)
+        self.context.items.setdefault("rooms", set()).add(room)
+        await self._publish_presence(room)
+        missed = await database_sync_to_async(_catch_up)(room, after_id) if after_id is not None else []
+        return {"missed": missed}
+
+    @hub_method(permission_classes=[IsAuthenticated])
+    async def leave_room(self, room: str) -> None:
+        """Leave a room (also called by a page whose access was revoked, to update the others' presence)."""
+        await self.groups.remove_from_group(self.context.connection_id, room)
+        self.context.items.setdefault("rooms", set()).discard(room)
+        await self._publish_presence(room)
+
+    @hub_method(permission_classes=[IsAuthenticated])
+    async def send_to_room(self, room: str, text: str) -> None:
+        """Post a message to a room the caller is in; it is stored, then sent to every member."""
+        if room not in self.context.group_names:  # live: a revoked membership is already gone
+            raise HubError(f"You are not in the room '{room}'.")
+        text = _clean_text(text)
+        event = await database_sync_to_async(_save_message)(room, self.context.user, self._who(), text)
+        await self.clients.group(room).send("RoomMessage", room, event)
+
+    @hub_method(permission_classes=[IsAuthenticated])
+    async def send_private(self, to_user: str, text: str) -> None:
+        """Send a private message to every connected device of a user (by username)."""
+        text = _clean_text(text)
+        if not await database_sync_to_async(_user_exists)(to_user):
+            raise HubError(f"There is no user called '{to_user}'.")
+        message = {"from": self._who(), "text": text, "sentAt": timezone.now().isoformat()}
+        await self.clients.user(to_user).send("PrivateMessage", message)
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        """Leave the rooms this connection was in and tell their members who is left."""
+        for room in sorted(self.context.items.get("rooms", ())):
+            await self.groups.remove_from_group(self.context.connection_id, room)
+            await self._publish_presence(room)
+
+    # ------------------------------------------------------------------ the ASP.NET Core docs sample
 
     @hub_method
     async def add_to_group(self, group_name: str) -> None:

@@ -1,0 +1,159 @@
+// A chat room page, on the official @microsoft/signalr browser client.
+// Every text from the server goes through textContent, never innerHTML: chat text is untrusted.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const page = $("room");
+  const ROOM = page.dataset.room;
+  const messages = $("messages");
+  let lastId = Number(messages.dataset.lastId || 0);
+  let presence = null; // the last list of users seen (null: none yet, e.g. after a reconnect)
+  let revoked = false;
+
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  for (const time of messages.querySelectorAll("time")) time.textContent = clock(time.dateTime);
+
+  const item = (className, parts) => {
+    const li = document.createElement("li");
+    li.className = className;
+    for (const [tag, cls, text, attrs] of parts) {
+      const el = document.createElement(tag);
+      el.className = cls;
+      el.textContent = text;
+      for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, value);
+      li.appendChild(el);
+    }
+    return li;
+  };
+  const scrollDown = (list) => { list.scrollTop = list.scrollHeight; };
+  const status = (text) => { $("status").textContent = text; };
+  const notice = (text) => {
+    messages.appendChild(item("notice", [["span", "text", text]]));
+    scrollDown(messages);
+  };
+  const showMessage = (message) => {
+    if (message.id <= lastId) return; // already shown (history, or caught up after a reconnect)
+    lastId = message.id;
+    const li = item("message", [
+      ["span", "author", message.author],
+      ["time", "", clock(message.sentAt), { datetime: message.sentAt }],
+      ["span", "text", message.text],
+    ]);
+    li.dataset.id = String(message.id);
+    messages.appendChild(li);
+    scrollDown(messages);
+  };
+  const canPost = (enabled) => {
+    $("message").disabled = !enabled;
+    $("send").disabled = !enabled;
+  };
+  const showPresence = (users) => {
+    if (presence !== null) {
+      for (const user of users) if (!presence.includes(user)) notice(user + " joined the room.");
+      for (const user of presence) if (!users.includes(user)) notice(user + " left the room.");
+    }
+    presence = users;
+    $("presence-count").textContent = users.length + (users.length === 1 ? " person" : " people") + " in this room";
+    const list = $("presence");
+    list.replaceChildren(...users.map((user) => item("person", [["span", "name", user]])));
+  };
+  const alertBox = (text) => {
+    const box = $("room-alert");
+    box.textContent = text;
+    box.hidden = false;
+  };
+
+  const REASONS = {
+    revoked: "a staff member revoked your grant",
+    deleted: "your grant was deleted",
+    expired: "your grant expired",
+    "auth-group-left": "you left the group that gave you access",
+    changed: "your grant changed",
+  };
+
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl("/chatHub")
+    // Keep trying for as long as the page is open (the default gives up after four attempts).
+    .withAutomaticReconnect({ nextRetryDelayInMilliseconds: (ctx) => Math.min(500 * 2 ** ctx.previousRetryCount, 3000) })
+    .build();
+
+  connection.on("RoomMessage", (room, message) => {
+    if (room === ROOM && !revoked) showMessage(message);
+  });
+  connection.on("Presence", (room, users) => {
+    if (room === ROOM && !revoked) showPresence(users);
+  });
+  connection.on("PrivateMessage", (message) => {
+    const list = $("private-messages");
+    list.appendChild(item("message", [
+      ["span", "author", "From " + message.from],
+      ["time", "", clock(message.sentAt), { datetime: message.sentAt }],
+      ["span", "text", message.text],
+    ]));
+    scrollDown(list);
+  });
+  connection.on("GroupAccessRevoked", (room, reason) => {
+    if (room !== ROOM || revoked) return;
+    revoked = true;
+    canPost(false);
+    $("presence").replaceChildren();
+    $("presence-count").textContent = "—";
+    alertBox("Your access to this room ended: " + (REASONS[reason] || reason) + ". This room no longer updates.");
+    status("No longer in this room.");
+    // The server has already removed us; this lets the others' presence lists catch up.
+    connection.invoke("LeaveRoom", ROOM).catch(() => {});
+  });
+
+  const join = async () => {
+    const result = await connection.invoke("JoinRoom", ROOM, lastId);
+    for (const message of result.missed) showMessage(message);
+    canPost(true);
+  };
+  connection.onreconnecting(() => {
+    canPost(false);
+    status("Connection lost. Reconnecting…");
+  });
+  connection.onreconnected(async () => {
+    presence = null;
+    if (revoked) {
+      status("Reconnected.");
+      return;
+    }
+    try {
+      // SignalR does not keep group membership across a reconnect: join again, and fetch what we missed.
+      await join();
+      status("Reconnected, and rejoined the room.");
+    } catch (err) {
+      status("Reconnected, but could not rejoin the room: " + err.message);
+    }
+  });
+  connection.onclose((error) => {
+    canPost(false);
+    status(error ? "Disconnected: " + error.message + " Reload the page to connect again." : "Disconnected.");
+  });
+
+  $("message-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("message");
+    const text = input.value;
+    if (!text.trim()) return;
+    connection.invoke("SendToRoom", ROOM, text).then(
+      () => { input.value = ""; },
+      (err) => status("Could not send: " + err.message),
+    );
+  });
+  $("private-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const to = $("pm-user").value.trim();
+    const text = $("pm-text");
+    connection.invoke("SendPrivate", to, text.value).then(
+      () => { text.value = ""; $("pm-status").textContent = "Sent privately to " + to + "."; },
+      (err) => { $("pm-status").textContent = "Not sent: " + err.message; },
+    );
+  });
+
+  connection.start()
+    .then(join)
+    .then(() => status("Connected."))
+    .catch((err) => status("Could not connect: " + err.message));
+})();

@@ -1,0 +1,98 @@
+"""Who is in a group right now, across every server process (``groups.get_members(name)``).
+
+SignalR cannot count a group's members once it is scaled out. We ask instead: the caller sends
+one query to the group's channel-layer group, and every process holding members answers with
+its own count and user identifiers. The answers are summed per answering channel, so nothing is
+counted twice, and a process that died without cleaning up simply does not answer: its
+connections are never reported. With one process (or the in-memory layer) no message is sent
+at all: the local registry is the whole truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalr_groups.layers import get_layer, layer_group_quorum, may_have_other_members
+from signalr_groups.lifetime import GROUP_MEMBERS, get_manager
+from signalr_groups.naming import layer_group_name
+from signalr_groups.sending import check_group_name, release_channel
+
+logger = logging.getLogger(__name__)
+
+#: How long a query waits for processes that hold members but do not answer (seconds).
+MEMBERS_QUERY_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class GroupMembers:
+    """The members of a hub group at one instant, summed over every server process.
+
+    ``connection_count`` counts connections (tabs, devices); ``users`` holds the distinct user
+    identifiers among them (``len(members.users)`` is the number of people);
+    ``anonymous_connection_count`` counts the member connections that have no user identifier.
+    ``complete`` is False when a process that holds members did not answer in time, so the
+    figures may be low.
+    """
+
+    connection_count: int = 0
+    users: frozenset[str] = field(default_factory=frozenset)
+    anonymous_connection_count: int = 0
+    complete: bool = True
+
+    @property
+    def user_count(self) -> int:
+        """The number of distinct users (people with a user identifier) in the group."""
+        return len(self.users)
+
+
+def local_members(hub_key: str, group: str) -> tuple[int, list[str], int]:
+    """This event loop's members of a group: (connections, user identifiers, anonymous connections)."""
+    manager = get_manager(hub_key)
+    if manager is None:
+        return 0, [], 0
+    return manager.local_members(group)
+
+
+async def group_members(hub_key: str, group: object) -> GroupMembers:
+    """Count the members of a hub group on every server process (see the module docstring)."""
+    name = check_group_name(group)
+    manager = get_manager(hub_key)
+    layer = manager.layer if manager is not None else get_layer()
+    layer_group = layer_group_name(hub_key, "group", name)
+    own = manager.channel_name if manager is not None else None
+    if layer is None or not may_have_other_members(layer, layer_group, own):
+        count, local_users, anonymous = local_members(hub_key, name)
+        return GroupMembers(count, frozenset(local_users), anonymous)
+    quorum = await layer_group_quorum(layer, layer_group)
+    if quorum is not None and quorum.empty:
+        return GroupMembers()
+    reply_to = await layer.new_channel()
+    replies: dict[str, dict[str, Any]] = {}
+    processes: set[str] = set()
+    complete = True
+    try:
+        await layer.group_send(layer_group, {"type": GROUP_MEMBERS, "group": name, "reply_to": reply_to})
+        async with asyncio.timeout(MEMBERS_QUERY_TIMEOUT):
+            while quorum is None or not quorum.satisfied(set(replies), processes):
+                reply = await layer.receive(reply_to)
+                replies[str(reply.get("channel"))] = reply
+                processes.add(str(reply.get("process")))
+    except TimeoutError:
+        # A layer that cannot tell who listens (quorum None) always ends here: all answers are in.
+        complete = quorum is None
+        if not complete:
+            logger.warning("signalr_groups: not every process answered a member count of group %r", name)
+    finally:
+        await release_channel(layer, reply_to)
+    users: set[str] = set()
+    count = anonymous = 0
+    for reply in replies.values():
+        with contextlib.suppress(TypeError, ValueError):
+            count += int(reply.get("connections", 0))
+            anonymous += int(reply.get("anonymous", 0))
+            users.update(str(user) for user in reply.get("users") or ())
+    return GroupMembers(count, frozenset(users), anonymous, complete)

@@ -1,0 +1,151 @@
+"""Processes of the suite: servers under test and redis-server, each on a free loopback port, stopped by PID.
+
+Also the procfs readings (CPU seconds, RSS) and CPU pinning helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE = 0
+CLIENT_CORE = 1
+
+#: Implementation name -> (server kind, WebSocket path, client protocol).
+IMPLS: dict[str, tuple[str, str, str]] = {
+    "hub-uvicorn": ("uvicorn", "/hub", "signalr"),
+    "hub-daphne": ("daphne", "/hub", "signalr"),
+    "raw_ws": ("raw_ws", "/", "signalr"),
+    "channels-daphne": ("daphne", "/channels", "signalr"),
+    "socketio": ("socketio", "/socket.io/", "sio"),
+}
+
+
+def pinning_available() -> bool:
+    """Two cores or more: server on core 0, load generator (and redis) on core 1."""
+    return len(os.sched_getaffinity(0)) >= 2 and {SERVER_CORE, CLIENT_CORE} <= os.sched_getaffinity(0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (procfs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process in KiB (procfs)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    """A free loopback TCP port (for redis-server, which cannot report one it picked itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A subprocess whose log announces its port; pinned to ``core``; stopped by PID."""
+
+    def __init__(self, command: list[str], pattern: str, env: dict[str, str], core: int | None, name: str) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.process.pid
+        try:
+            if core is not None and pinning_available():
+                os.sched_setaffinity(self.pid, {core})
+            self.port = self._wait_for_port(re.compile(pattern))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_path.read_text()[-3000:]}")
+            match = pattern.search(self.log_path.read_text())
+            if match:
+                return int(match.group(1))
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def cpu(self) -> float:
+        """CPU seconds used so far."""
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        """RSS in KiB."""
+        return rss_kib(self.pid)
+
+    def alive(self) -> bool:
+        """Still running?"""
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the log (for error reports)."""
+        return self.log_path.read_text()[-chars:]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; by PID only."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: int | None = SERVER_CORE) -> Process:
+    """Start one server process of ``kind`` (uvicorn, daphne, raw_ws, socketio) on port 0."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "BENCH_LAYER": layer,
+        "BENCH_REDIS_URL": redis_url,
+        "BENCH_DB": str(Path(tempfile.gettempdir()) / f"signalr_groups_bench_{os.getpid()}.sqlite3"),
+    }
+    uvicorn_pattern = r"running on http://127\.0\.0\.1:(\d+)"
+    uvicorn_flags = ["--host", "127.0.0.1", "--port", "0", "--ws-per-message-deflate", "false", "--no-access-log"]
+    if kind == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", "bench.asgi:application", *uvicorn_flags]
+        pattern = uvicorn_pattern
+    elif kind == "socketio":
+        command = [sys.executable, "-m", "uvicorn", "bench.servers.sio:app", *uvicorn_flags]
+        pattern = uvicorn_pattern
+    elif kind == "daphne":
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "bench.asgi:application"]
+        pattern = r"Listening on TCP address 127\.0\.0\.1:(\d+)"
+    elif kind == "raw_ws":
+        command = [sys.executable, "-m", "bench.servers.raw_ws", "--port", "0"]
+        pattern = r"listening on 127\.0\.0\.1:(\d+)"
+    else:
+        raise ValueError(kind)
+    return Process(command, pattern, env, core, kind)
+
+
+def start_redis() -> Process:
+    """A private redis-server on a free loopback port (no persistence), on the client's core."""
+    port = free_port()
+    command = [
+        "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        "--protected-mode", "yes", "--loglevel", "notice",
+    ]  # fmt: skip
+    return Process(command, r"port=(\d+)\.[\s\S]*Ready to accept connections", dict(os.environ), CLIENT_CORE, "redis")

@@ -1,0 +1,58 @@
+"""Django settings for the benchmark servers (our hub and the plain Channels consumer).
+
+The channel layer comes from the environment: ``BENCH_LAYER`` = ``memory`` (default), ``redis``
+(``RedisChannelLayer``) or ``pubsub`` (``RedisPubSubChannelLayer``), with ``BENCH_REDIS_URL``.
+No database is touched by the bench hubs; SQLite in a temporary file keeps Django happy.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SECRET_KEY = "bench-only-secret-key"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "channels",
+    "signalr_groups",
+]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "bench.urls"
+ASGI_APPLICATION = "bench.asgi.application"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BENCH_DB") or str(Path(tempfile.gettempdir()) / "signalr_groups_bench.sqlite3"),
+    }
+}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_LAYER = os.environ.get("BENCH_LAYER", "memory")
+_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
+if _LAYER == "redis":
+    # redis-py 8 needs a socket_timeout above the layer's 5 s blocking pops.
+    CHANNEL_LAYERS: dict[str, dict[str, object]] = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": _REDIS_URL, "socket_timeout": 10}], "capacity": 10000},
+        }
+    }
+elif _LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_REDIS_URL]}}
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+SIGNALR_GROUPS: dict[str, object] = {"USER_ID_PROVIDER": "bench.hubs.query_user_id"}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"signalr_groups": {"handlers": ["console"], "level": "WARNING"}},
+}

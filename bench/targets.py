@@ -1,0 +1,177 @@
+"""The issue's targets, computed as ratios from one run, and the smoke checks of ``--quick``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+HUBS = ("hub-uvicorn", "hub-daphne")
+
+
+def _steps(scenarios: dict[str, Any], name: str, impl: str) -> list[dict[str, Any]]:
+    return list(scenarios.get(name, {}).get(impl, {}).get("steps", []))
+
+
+def _at(steps: list[dict[str, Any]], rate: float, **label: Any) -> dict[str, Any] | None:
+    for step in steps:
+        if step["offered_per_s"] == rate and all(step.get(key) == value for key, value in label.items()):
+            return step
+    return None
+
+
+def _cpu(step: dict[str, Any] | None) -> float | None:
+    return None if step is None else step.get("server_cpu_us_per_delivery")
+
+
+def _geomean(values: list[float]) -> float | None:
+    values = [value for value in values if value > 0]
+    return math.exp(sum(math.log(value) for value in values) / len(values)) if values else None
+
+
+def _matched_cpu_ratio(scenarios: dict[str, Any], name: str, impl: str, baseline: str) -> tuple[float | None, int]:
+    """Geometric mean over matched, unsaturated steps of baseline CPU/delivery over impl CPU/delivery."""
+    ratios = []
+    ours = _steps(scenarios, name, impl)
+    for theirs in _steps(scenarios, name, baseline):
+        label = {key: theirs[key] for key in ("group_size", "devices") if key in theirs}
+        mine = _at(ours, theirs["offered_per_s"], **label)
+        if mine is None or mine.get("saturated") or theirs.get("saturated"):
+            continue
+        a, b = _cpu(mine), _cpu(theirs)
+        if a and b:
+            ratios.append(b / a)
+    return _geomean(ratios), len(ratios)
+
+
+def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target, per hub server: name, value, holds, detail."""
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, holds: bool, detail: str) -> None:
+        targets.append(
+            {"name": name, "value": None if value is None else round(value, 2), "holds": holds, "detail": detail}
+        )
+
+    raw = _steps(scenarios, "broadcast", "raw_ws")
+    for hub in HUBS:
+        ours = _steps(scenarios, "broadcast", hub)
+        pairs = [(s, _at(raw, s["offered_per_s"])) for s in ours if not s.get("saturated")]
+        ratios = [(_cpu(a) or 0) / (_cpu(b) or 1) for a, b in pairs if b is not None and _cpu(a) and _cpu(b)]
+        value = _geomean(ratios)
+        add(
+            f"{hub}: server CPU per delivery vs raw websockets (broadcast, 1,000 conns)",
+            value,
+            value is not None and value <= 3.0,
+            f"<= 3x; geometric mean over {len(ratios)} matched steps",
+        )
+    channels = scenarios.get("groups", {}).get("channels-daphne", {}).get("max_1000")
+    for hub in HUBS:
+        top = scenarios.get("groups", {}).get(hub, {}).get("max_1000")
+        value = (
+            top["delivered_per_s"] / channels["delivered_per_s"]
+            if top and channels and channels["delivered_per_s"]
+            else None
+        )
+        bound = " (ours client-bound: a lower bound)" if top and top.get("client_bound") else ""
+        add(
+            f"{hub}: delivered msgs/s vs plain Channels consumer, 1,000-member group",
+            value,
+            value is not None and value >= 10,
+            f">= 10x; {top['delivered_per_s'] if top else '?'} vs {channels['delivered_per_s'] if channels else '?'} /s{bound}",
+        )
+    for hub in HUBS:
+        worst: list[str] = []
+        values = []
+        for name in ("echo", "broadcast", "groups", "users", "churn"):
+            value, matched = _matched_cpu_ratio(scenarios, name, hub, "socketio")
+            if value is not None:
+                values.append(value)
+                if value < 1:
+                    worst.append(f"{name} {value:.2f}")
+        idle_ours = _idle(scenarios, hub)
+        idle_sio = _idle(scenarios, "socketio")
+        if idle_ours and idle_sio:
+            value = idle_sio["kib_per_conn"] / max(0.01, idle_ours["kib_per_conn"])
+            values.append(value)
+            if value < 1:
+                worst.append(f"idle memory {value:.2f}")
+        add(
+            f"{hub}: no worse than python-socketio (socketio CPU per delivery / ours, per scenario)",
+            min(values) if values else None,
+            bool(values) and not worst,
+            "min ratio over echo, broadcast, groups, users, churn, idle memory (>= 1)"
+            + (f"; below 1: {', '.join(worst)}" if worst else ""),
+        )
+    for hub in HUBS:
+        steps = {s["group_size"]: s for s in _steps(scenarios, "groups", hub)}
+        small, big = steps.get(100), steps.get(max(steps) if steps else 0)
+        value = (_cpu(big) or 0) / (_cpu(small) or 1) if small and big and big is not small else None
+        add(
+            f"{hub}: cost linear in group size (CPU per delivery at {max(steps) if steps else '?'} / at 100 members)",
+            value,
+            value is not None and value <= 2.0,
+            "<= 2 (a quadratic cost would grow 40x from 100 to 4,000); "
+            + ", ".join(f"{size}: {_cpu(s)} us" for size, s in sorted(steps.items())),
+        )
+    for hub in HUBS:
+        plateau = _idle(scenarios, hub)
+        add(
+            f"{hub}: 10,000 idle connections: KiB per connection",
+            plateau["kib_per_conn"] if plateau else None,
+            plateau is not None and plateau["kib_per_conn"] < 30,
+            f"< 30 KiB; {plateau['connections'] if plateau else '?'} connections",
+        )
+        add(
+            f"{hub}: 10,000 idle connections: % of a core",
+            plateau["idle_cpu_percent_of_core"] if plateau else None,
+            plateau is not None and plateau["idle_cpu_percent_of_core"] < 5,
+            "< 5%",
+        )
+    for hub in HUBS:
+        step = _at(_steps(scenarios, "users", hub), 500, devices=5)
+        value = step["fanout_ms"]["p99"] if step else None
+        add(
+            f"{hub}: user send to 5 devices at 500 user-sends/s, p99 to the last device (ms)",
+            value,
+            value is not None and value < 20 and step is not None and step["ratio"] == 1,
+            "< 20 ms" + (f"; delivery ratio {step['ratio']}" if step else ""),
+        )
+    revocation = scenarios.get("revocation")
+    value = revocation.get("ms_p99") if revocation else None
+    add(
+        "revocation reaching the last of 5 devices, p99 (ms, hub on daphne)",
+        value,
+        value is not None and value < 100,
+        f"< 100 ms; {revocation.get('rounds') if revocation else '?'} rounds",
+    )
+    return targets
+
+
+def _idle(scenarios: dict[str, Any], impl: str) -> dict[str, Any] | None:
+    plateaus = scenarios.get("idle", {}).get(impl, {}).get("plateaus", [])
+    return dict(plateaus[-1]) if plateaus else None
+
+
+def smoke_failures(scenarios: dict[str, Any], strict: bool) -> list[str]:
+    """Broken scenarios: with ``strict`` (quick mode, low load) any delivery ratio below 1; always duplicates and bad membership."""
+    problems: list[str] = []
+    for name, impls in scenarios.items():
+        if name == "revocation" or not isinstance(impls, dict):
+            continue
+        for impl, result in impls.items():
+            steps = list(result.get("steps", [])) + list(
+                result.get("joins", []) if isinstance(result.get("joins"), list) else []
+            )
+            if isinstance(result.get("joins"), dict):
+                steps.append(result["joins"])
+            for step in steps:
+                if strict and step["ratio"] < 1:
+                    problems.append(f"{name} {impl}: delivery ratio {step['ratio']} at {step['offered_per_s']}/s")
+                if step.get("duplicates"):
+                    problems.append(f"{name} {impl}: {step['duplicates']} duplicate deliveries")
+            membership = result.get("membership")
+            if membership is not None and not membership["ok"]:
+                problems.append(f"{name} {impl}: final group membership wrong: {membership}")
+            if name == "idle" and not result.get("plateaus"):
+                problems.append(f"{name} {impl}: no plateau measured")
+    return problems

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (real daphne, the official JS client under Node, pysignalr,
-# signalrcore, redis-server). Extra arguments go to pytest.
+# signalrcore, redis-server, Chromium). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+# redis-server: the channels-redis tests start their own on a free port.
+# chromium: the browser tests drive Debian's Chromium through Playwright (no browser download).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== apt-get install redis-server (the channels-redis tests start their own on a free port)"
+    echo "== apt-get install ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "redis-server is needed by the tests: sudo apt-get install redis-server" >&2
+    echo "the tests need: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -1,27 +1,39 @@
-"""Django admin for group access grants and their revocation trail.
+"""Django admin: group access grants and their revocation trail, user-scoped memberships, live connections.
 
-The admin only changes the database. Connections react through the app's signal receivers once
-the transaction commits: no admin code touches a socket.
+Grants: the admin only changes the database; connections react through the app's signal
+receivers once the transaction commits. User-scoped memberships are applied to live
+connections after commit. The live-connections page asks every server process.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from signalr_groups.models import GroupGrant, RevocationRecord
+from signalr_groups.models import GroupGrant, LiveConnection, RevocationRecord, UserGroupMembership
 from signalr_groups.revocation import disconnect_user_on_commit
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     GrantAdminBase = admin.ModelAdmin[GroupGrant]
     RecordAdminBase = admin.ModelAdmin[RevocationRecord]
+    MembershipAdminBase = admin.ModelAdmin[UserGroupMembership]
+    LiveAdminBase = admin.ModelAdmin[LiveConnection]
 else:  # ModelAdmin is not subscriptable at run time
-    GrantAdminBase = RecordAdminBase = admin.ModelAdmin
+    GrantAdminBase = RecordAdminBase = MembershipAdminBase = LiveAdminBase = admin.ModelAdmin
 
 
 class GrantStatusFilter(admin.SimpleListFilter):
@@ -97,6 +109,130 @@ class RevocationRecordAdmin(RecordAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Records are immutable."""
         return False
+
+
+def _apply_after_commit(action: str, memberships: list[tuple[str, str, str]]) -> None:
+    def run() -> None:
+        from signalr_groups.user_groups import apply_user_group_everywhere
+
+        for hub, group, user in memberships:
+            try:
+                async_to_sync(apply_user_group_everywhere)(hub, action, user, group)
+            except Exception:
+                logger.exception("signalr_groups: could not apply %s of %s to %s:%s", action, user, hub, group)
+
+    transaction.on_commit(run)
+
+
+@admin.register(UserGroupMembership)
+class UserGroupMembershipAdmin(MembershipAdminBase):
+    """User-scoped memberships: adding or deleting one here applies to the user's live connections too."""
+
+    list_display = ("user_identifier", "hub", "group", "created_at")
+    list_filter = ("hub", "group")
+    search_fields = ("user_identifier", "group")
+    fields = ("hub", "group", "user_identifier")
+
+    def save_model(self, request: HttpRequest, obj: UserGroupMembership, form: Any, change: bool) -> None:
+        """Store, then (after commit) move the user's connections into the group."""
+        if change:
+            old = UserGroupMembership.objects.filter(pk=obj.pk).values_list("hub", "group", "user_identifier").first()
+            if old is not None:
+                _apply_after_commit("remove", [old])
+        super().save_model(request, obj, form, change)
+        _apply_after_commit("add", [(obj.hub, obj.group, obj.user_identifier)])
+
+    def delete_model(self, request: HttpRequest, obj: UserGroupMembership) -> None:
+        """Delete, then (after commit) take the user's connections out of the group."""
+        _apply_after_commit("remove", [(obj.hub, obj.group, obj.user_identifier)])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[UserGroupMembership]) -> None:
+        """Bulk delete, with the same effect on live connections."""
+        _apply_after_commit("remove", list(queryset.values_list("hub", "group", "user_identifier")))
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(LiveConnection)
+class LiveConnectionAdmin(LiveAdminBase):
+    """Live connections of each routed hub, on every server: per user, per group, and one by one.
+
+    Staff with the ``change`` permission can disconnect a connection or every connection of a
+    user (with ``allowReconnect: false``: the client does not come back by itself).
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Connections are made by clients, not here."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Disconnecting is a POST on the list page (needs the change permission)."""
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """List the live connections of one hub (``?hub=``), optionally of one ``user`` or ``group``."""
+        from signalr_groups.hub_context import get_hub_context
+        from signalr_groups.routing import routed_hubs
+
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        hubs = routed_hubs()
+        hub_key = request.GET.get("hub") or next(iter(hubs), "")
+        hub = hubs.get(hub_key)
+        if request.method == "POST":
+            if not self.has_change_permission(request) or hub is None:
+                raise PermissionDenied
+            return self._disconnect(request, hub)
+        user = request.GET.get("user") or None
+        group = request.GET.get("group") or None
+        connections = get_hub_context(hub).sync.get_connections(user=user, group=group) if hub else []
+        per_user = Counter(info.user or _("(anonymous)") for info in connections)
+        group_connections: Counter[str] = Counter()
+        group_users: dict[str, set[str]] = {}
+        for info in connections:
+            for name in info.groups:
+                group_connections[name] += 1
+                if info.user is not None:
+                    group_users.setdefault(name, set()).add(info.user)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Live connections"),
+            "hubs": list(hubs),
+            "hub_key": hub_key,
+            "user_filter": user or "",
+            "group_filter": group or "",
+            "connections": [(info, datetime.fromtimestamp(info.connected_at, tz=UTC)) for info in connections],
+            "per_user": sorted(per_user.items()),
+            "per_group": sorted(
+                (name, count, len(group_users.get(name, ()))) for name, count in group_connections.items()
+            ),
+            "processes": len({info.process for info in connections}),
+            "can_disconnect": self.has_change_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/signalr_groups/live_connections.html", context)
+
+    def _disconnect(self, request: HttpRequest, hub: Any) -> HttpResponse:
+        from signalr_groups.hub_context import get_hub_context
+
+        context = get_hub_context(hub).sync
+        reason = f"Disconnected by an administrator ({request.user})."
+        connection_id = request.POST.get("connection_id")
+        user = request.POST.get("user")
+        if connection_id:
+            found = context.abort(connection_id, error=reason)
+            messages.add_message(
+                request,
+                messages.SUCCESS if found else messages.WARNING,
+                _("Disconnected %(id)s.") % {"id": connection_id}
+                if found
+                else _("No server holds %(id)s any more.") % {"id": connection_id},
+            )
+        elif user:
+            closed = sum(context.abort(info.connection_id, error=reason) for info in context.get_connections(user=user))
+            messages.success(request, _("Disconnected %(n)d connection(s) of %(user)s.") % {"n": closed, "user": user})
+        return HttpResponseRedirect(request.get_full_path())
 
 
 class DisconnectUserAdminMixin:

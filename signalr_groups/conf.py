@@ -8,6 +8,7 @@ on first use and caches the result; the cache is cleared whenever Django's setti
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,7 +39,15 @@ DEFAULTS: Final[dict[str, Any]] = {
     "ACCESS_TOKEN_LIFETIME": 3600.0,
     "MIN_NEGOTIATE_VERSION": 0,
     "DEFAULT_PERMISSION_CLASSES": (),
+    #: A Redis URL moves the app to channels-redis (None: the SIGNALR_REDIS_URL environment
+    #: variable, if set; "": never). CHANNEL_LAYER is then not used.
+    "REDIS_URL": None,
+    #: Which channels-redis layer REDIS_URL builds: "pubsub" (RedisPubSubChannelLayer) or "core".
+    "REDIS_LAYER": "pubsub",
 }
+#: The environment variable that REDIS_URL defaults to.
+REDIS_URL_ENV: Final = "SIGNALR_REDIS_URL"
+REDIS_LAYERS: Final = ("pubsub", "core")
 
 _POSITIVE_NUMBERS: Final = (
     "KEEP_ALIVE_INTERVAL",
@@ -80,6 +89,8 @@ class HubSettings:
     access_token_lifetime: float
     min_negotiate_version: int
     default_permission_classes: tuple[Any, ...]
+    redis_url: str | None
+    redis_layer: str
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -129,6 +140,20 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
             raise ImproperlyConfigured(
                 f"SIGNALR_GROUPS['DEFAULT_PERMISSION_CLASSES'] entry {item!r} cannot be imported: {exc}"
             ) from exc
+    redis_url = values["REDIS_URL"]
+    if redis_url is None:
+        redis_url = os.environ.get(REDIS_URL_ENV) or None
+    if redis_url is not None and (
+        not isinstance(redis_url, str) or (redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")))
+    ):
+        raise ImproperlyConfigured(
+            f"SIGNALR_GROUPS['REDIS_URL'] (or ${REDIS_URL_ENV}) must be a redis://, rediss:// or unix:// URL, "
+            f"got {redis_url!r}."
+        )
+    if values["REDIS_LAYER"] not in REDIS_LAYERS:
+        raise ImproperlyConfigured(
+            f"SIGNALR_GROUPS['REDIS_LAYER'] must be one of {', '.join(REDIS_LAYERS)}, got {values['REDIS_LAYER']!r}."
+        )
     if not callable(provider):
         raise ImproperlyConfigured("SIGNALR_GROUPS['USER_ID_PROVIDER'] must be a callable or its import path.")
     return HubSettings(
@@ -150,6 +175,8 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         access_token_lifetime=float(values["ACCESS_TOKEN_LIFETIME"]),
         min_negotiate_version=values["MIN_NEGOTIATE_VERSION"],
         default_permission_classes=tuple(resolved_permissions),
+        redis_url=redis_url or None,
+        redis_layer=values["REDIS_LAYER"],
     )
 
 

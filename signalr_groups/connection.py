@@ -40,6 +40,7 @@ from signalr_groups.protocol.messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from signalr_groups.user_groups import join_stored_groups
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,12 @@ class HubConnection:
             check = self._credential_check
             if registered and check is not None and not await database_sync_to_async(check)():
                 self._begin_close("Your credentials are no longer valid.", False, None)
+            if registered and not self._closing and self.user_identifier is not None:
+                # User-scoped memberships: this new connection joins its user's stored groups.
+                try:
+                    await join_stored_groups(self.manager, self.connection_id, self.user_identifier)
+                except Exception:
+                    logger.exception("signalr_groups: %s could not rejoin its user's groups", self.connection_id)
             if not self._closing:
                 try:
                     await self._call_lifecycle("on_connected")

@@ -25,7 +25,7 @@ from signalr_groups.identity import bearer_from_scope, session_still_valid, toke
 from signalr_groups.lifetime import get_manager
 from signalr_groups.origin import origin_allowed
 from signalr_groups.permissions import check_permissions
-from signalr_groups.tokens import claim, new_connection_id, resolve
+from signalr_groups.tokens import claim_everywhere, new_connection_id, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class HubConsumer:
             if resolved in manager.connections:
                 await _deny(scope, send, 409, "Connection ID already in use")
                 return
-            if not claim(connection_token, settings.negotiate_token_max_age):
+            if not await claim_everywhere(connection_token, settings.negotiate_token_max_age):
                 await _deny(scope, send, 404, "No Connection with that ID")
                 return
             connection_id = resolved

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
+
 from signalr_groups.members import GroupMembers, group_members
 from signalr_groups.sending import group_action
+from signalr_groups.user_groups import stored_user_groups, user_group_action
 
 
 class GroupManager:
@@ -32,3 +35,21 @@ class GroupManager:
         answered by each process that holds members; see :mod:`signalr_groups.members`.
         """
         return await group_members(self._hub_key, group_name)
+
+    async def add_user_to_group(self, user_id: str, group_name: str) -> bool:
+        """Put a user in a group for good: every connection, current and future, on every server.
+
+        Beyond SignalR: stored in the database, so a new device, a reconnect or a restarted
+        server joins the group without the client asking (restricted groups: after a fresh
+        grant check). True once every process holding the user's connections applied it.
+        """
+        return await user_group_action(self._hub_key, "add", user_id, group_name)
+
+    async def remove_user_from_group(self, user_id: str, group_name: str) -> bool:
+        """End a user-scoped membership; every current connection of the user leaves the group too."""
+        return await user_group_action(self._hub_key, "remove", user_id, group_name)
+
+    async def get_user_groups(self, user_id: str) -> list[str]:
+        """The groups a user is in by user-scoped membership (from the database)."""
+        groups: list[str] = await database_sync_to_async(stored_user_groups)(self._hub_key, user_id)
+        return groups

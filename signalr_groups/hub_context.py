@@ -17,7 +17,7 @@ from asgiref.sync import async_to_sync
 from signalr_groups.clients import ClientProxy, HubClients
 from signalr_groups.groups import GroupManager
 from signalr_groups.hub import Hub
-from signalr_groups.members import GroupMembers
+from signalr_groups.members import ConnectionInfo, GroupMembers, list_connections
 from signalr_groups.revocation import disconnect_user
 from signalr_groups.sending import abort
 
@@ -37,6 +37,10 @@ class HubContext:
     async def disconnect_user(self, user_or_pk: Any, *, reason: str = "Your access was revoked.") -> None:
         """Close every connection of a Django user, in every hub, on every server ("disconnect everywhere")."""
         await disconnect_user(user_or_pk, reason=reason)
+
+    async def get_connections(self, *, user: str | None = None, group: str | None = None) -> list[ConnectionInfo]:
+        """Live connections of this hub on every server (of one user, or in one group, if given)."""
+        return await list_connections(self.hub.hub_key(), user=user, group=group)
 
     @property
     def sync(self) -> SyncHubContext:
@@ -111,6 +115,18 @@ class SyncGroupManager:
         """Add a connection to a group; False if no server has that connection."""
         return async_to_sync(self._groups.add_to_group)(connection_id, group_name)
 
+    def add_user_to_group(self, user_id: str, group_name: str) -> bool:
+        """Put a user in a group for good (see :meth:`GroupManager.add_user_to_group`)."""
+        return async_to_sync(self._groups.add_user_to_group)(user_id, group_name)
+
+    def remove_user_from_group(self, user_id: str, group_name: str) -> bool:
+        """End a user-scoped membership (see :meth:`GroupManager.remove_user_from_group`)."""
+        return async_to_sync(self._groups.remove_user_from_group)(user_id, group_name)
+
+    def get_user_groups(self, user_id: str) -> list[str]:
+        """The groups a user is in by user-scoped membership."""
+        return async_to_sync(self._groups.get_user_groups)(user_id)
+
     def get_members(self, group_name: str) -> GroupMembers:
         """Who is in a group now, on every server (see :meth:`GroupManager.get_members`)."""
         return async_to_sync(self._groups.get_members)(group_name)
@@ -135,6 +151,10 @@ class SyncHubContext:
     def disconnect_user(self, user_or_pk: Any, *, reason: str = "Your access was revoked.") -> None:
         """Close every connection of a Django user, everywhere."""
         async_to_sync(self._context.disconnect_user)(user_or_pk, reason=reason)
+
+    def get_connections(self, *, user: str | None = None, group: str | None = None) -> list[ConnectionInfo]:
+        """Live connections of this hub on every server (see :meth:`HubContext.get_connections`)."""
+        return async_to_sync(self._context.get_connections)(user=user, group=group)
 
 
 def get_hub_context(hub: object) -> HubContext:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -31,7 +32,15 @@ from signalr_groups.grants import (
     access_until,
     fresh_active_grants,
 )
-from signalr_groups.layers import get_layer, may_have_other_members
+from signalr_groups.layers import (
+    ALIVE_INTERVAL,
+    get_layer,
+    is_redis_core,
+    layer_group_quorum,
+    mark_alive,
+    mark_gone,
+    may_have_other_members,
+)
 from signalr_groups.naming import layer_group_name
 from signalr_groups.protocol.json import write_invocation
 
@@ -45,6 +54,8 @@ ABORT: Final = "signalr.abort"
 REVOKE_ACCOUNT: Final = "signalr.revoke_account"
 GROUP_ACCESS: Final = "signalr.group_access"
 GROUP_MEMBERS: Final = "signalr.group_members"
+USER_GROUP_ACTION: Final = "signalr.user_group_action"
+LIST_CONNECTIONS: Final = "signalr.list_connections"
 #: Names this server process in acknowledgements (pub/sub layers count processes, not channels).
 _PROCESS: Final = f"{os.getpid()}-{secrets.token_hex(4)}"
 #: A restricted membership ends this many seconds before its grant's expiry (timer latency margin).
@@ -109,6 +120,8 @@ class HubLifetimeManager:
         #: The Hub class (set by the consumer); it says which groups are restricted.
         self.hub_class: Any = None
         self.connection_groups: dict[str, set[str]] = {}
+        #: connection id -> Unix time it registered.
+        self.connected_at: dict[str, float] = {}
         self.channel_name: str | None = None
         self.all_group = layer_group_name(hub_key, "all", "")
         self._joined: set[str] = set()
@@ -146,7 +159,12 @@ class HubLifetimeManager:
     async def _start(self) -> None:
         if self.layer is not None:
             self.channel_name = await self.layer.new_channel()
-            await self.layer.group_add(self.all_group, self.channel_name)
+            try:
+                await mark_alive(self.channel_name)
+                await self.layer.group_add(self.all_group, self.channel_name)
+            except BaseException:
+                self.channel_name = None  # the next connection starts afresh
+                raise
             self._joined.add(self.all_group)
             self._tasks.append(asyncio.ensure_future(self._receive_loop()))
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
@@ -164,6 +182,8 @@ class HubLifetimeManager:
             for group in list(self._joined):
                 with contextlib.suppress(Exception):
                     await self.layer.group_discard(group, self.channel_name)
+            with contextlib.suppress(Exception):
+                await mark_gone(self.channel_name)
         self._joined.clear()
         self.channel_name = None
 
@@ -179,6 +199,7 @@ class HubLifetimeManager:
                 await self._start()
             self.connections[connection.connection_id] = connection
             self.connection_groups[connection.connection_id] = set()
+            self.connected_at[connection.connection_id] = time.time()
             user = connection.user_identifier
             if user is not None:
                 self.users.setdefault(user, set()).add(connection.connection_id)
@@ -204,6 +225,7 @@ class HubLifetimeManager:
         if self.connections.get(connection_id) is not connection:
             return
         del self.connections[connection_id]
+        self.connected_at.pop(connection_id, None)
         emptied: list[tuple[str, str]] = []
         for group in self.connection_groups.pop(connection_id, set()):
             self.access_until.pop((connection_id, group), None)
@@ -464,6 +486,47 @@ class HubLifetimeManager:
             closed += 1
         return closed
 
+    async def apply_user_group(self, user: str, group: str, action: str) -> int:
+        """Add (``action="add"``) or remove every local connection of a user to/from a group.
+
+        A connection refused by a restricted group's grant check stays out (logged); returns
+        how many connections were handled.
+        """
+        handled = 0
+        for connection_id in sorted(self.users.get(user, ())):
+            try:
+                if action == "add":
+                    handled += await self.add_local(connection_id, group)
+                else:
+                    handled += await self.remove_local(connection_id, group)
+            except GroupAccessDeniedError as exc:
+                logger.info("signalr_groups: %s not added to %r: %s", connection_id, group, exc)
+        return handled
+
+    def local_connections(self, user: str | None = None, group: str | None = None) -> list[dict[str, Any]]:
+        """This manager's connections (of one user, or in one group) as plain dicts for listings."""
+        if user is not None:
+            ids: Any = self.users.get(user, ())
+        elif group is not None:
+            ids = self.groups.get(group, ())
+        else:
+            ids = self.connections
+        listing = []
+        for connection_id in sorted(ids):
+            connection = self.connections.get(connection_id)
+            if connection is None:
+                continue
+            listing.append(
+                {
+                    "connection_id": connection_id,
+                    "user": connection.user_identifier,
+                    "groups": sorted(self.connection_groups.get(connection_id, ())),
+                    "connected_at": self.connected_at.get(connection_id, 0.0),
+                    "process": _PROCESS,
+                }
+            )
+        return listing
+
     def local_members(self, group: str) -> tuple[int, list[str], int]:
         """This manager's members of a group: (connections, distinct user identifiers, anonymous)."""
         users: set[str] = set()
@@ -522,24 +585,47 @@ class HubLifetimeManager:
             )
 
     async def _receive_loop(self) -> None:
-        delay = 0.1
         while True:
             try:
                 message = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("signalr_groups: receiving from the channel layer failed; retrying in %.1f s", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                logger.exception("signalr_groups: receiving from the channel layer failed")
+                await self._recover()
                 continue
-            delay = 0.1
             try:
                 await self.handle_layer_message(message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("signalr_groups: a channel-layer message could not be handled")
+
+    async def _reassert_layer_groups(self) -> None:
+        """Join again every layer group this process should be in (a restarted Redis has forgotten them)."""
+        channel = self.channel_name
+        if channel is None:
+            return
+        for group in list(self._joined):
+            await self.layer.group_add(group, channel)
+        await mark_alive(channel)
+
+    async def _recover(self) -> None:
+        """After a layer failure: retry, with backoff, until the layer memberships are back."""
+        delay = 0.1
+        for attempt in itertools.count(1):
+            await asyncio.sleep(delay)
+            try:
+                await self._reassert_layer_groups()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == 1 or attempt % 10 == 0:
+                    logger.warning("signalr_groups: the channel layer is still unreachable (%s); retrying", exc)
+                delay = min(delay * 2, 5.0)
+                continue
+            logger.warning("signalr_groups: the channel layer is back; this process rejoined its layer groups")
+            return
 
     async def handle_layer_message(self, message: dict[str, Any]) -> None:
         """Apply one message from the layer: a send, a group action, or an abort."""
@@ -583,6 +669,21 @@ class HubLifetimeManager:
                         "process": self._subscriber(),
                     },
                 )
+        elif kind == LIST_CONNECTIONS:
+            reply_to = message.get("reply_to")
+            if reply_to:
+                listing = self.local_connections(message.get("user"), message.get("group"))
+                await self.layer.send(
+                    reply_to,
+                    {"type": ACK, "channel": self.channel_name, "process": self._subscriber(), "connections": listing},
+                )
+        elif kind == USER_GROUP_ACTION:
+            await self.apply_user_group(str(message["user"]), str(message["group"]), str(message["action"]))
+            reply_to = message.get("reply_to")
+            if reply_to:
+                await self.layer.send(
+                    reply_to, {"type": ACK, "channel": self.channel_name, "process": self._subscriber()}
+                )
         elif kind == GROUP_MEMBERS:
             reply_to = message.get("reply_to")
             if reply_to:
@@ -607,9 +708,25 @@ class HubLifetimeManager:
             if future is not None and not future.done():
                 future.set_result(message)
 
+    async def _layer_heartbeat(self) -> None:
+        """Tell the other processes we are alive; on failure, recover as the receive loop does."""
+        if self.channel_name is None:
+            return
+        try:
+            await mark_alive(self.channel_name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("signalr_groups: the shared Redis is unreachable", exc_info=True)
+            await self._recover()
+            return
+        if is_redis_core(self.layer):
+            for group in list(self._joined):  # drop dead processes' channels from our groups
+                await layer_group_quorum(self.layer, group)
+
     async def _heartbeat_loop(self) -> None:
         settings = get_hub_settings()
-        last_refresh = time.monotonic()
+        last_refresh = last_alive = time.monotonic()
         while True:
             await asyncio.sleep(settings.heartbeat_interval)
             now = time.monotonic()
@@ -623,6 +740,9 @@ class HubLifetimeManager:
                     await self._expire_group_access()
                 except Exception:
                     logger.exception("signalr_groups: expiring group access failed")
+            if self.layer is not None and now - last_alive >= ALIVE_INTERVAL:
+                last_alive = now
+                await self._layer_heartbeat()
             if self.layer is not None and now - last_refresh >= settings.layer_group_refresh_interval:
                 # channels-redis expires memberships after group_expiry: refresh the live ones.
                 last_refresh = now

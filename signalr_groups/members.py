@@ -1,4 +1,4 @@
-"""Who is in a group right now, across every server process (``groups.get_members(name)``).
+"""Who is connected, across every server process: ``groups.get_members(name)`` and connection listings.
 
 SignalR cannot count a group's members once it is scaled out. We ask instead: the caller sends
 one query to the group's channel-layer group, and every process holding members answers with
@@ -10,16 +10,14 @@ at all: the local registry is the whole truth.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
-from signalr_groups.layers import get_layer, layer_group_quorum, may_have_other_members
-from signalr_groups.lifetime import GROUP_MEMBERS, get_manager
+from signalr_groups.layers import gather_replies, get_layer, may_have_other_members
+from signalr_groups.lifetime import GROUP_MEMBERS, LIST_CONNECTIONS, get_manager
 from signalr_groups.naming import layer_group_name
-from signalr_groups.sending import check_group_name, release_channel
+from signalr_groups.sending import check_group_name
 
 logger = logging.getLogger(__name__)
 
@@ -67,27 +65,11 @@ async def group_members(hub_key: str, group: object) -> GroupMembers:
     if layer is None or not may_have_other_members(layer, layer_group, own):
         count, local_users, anonymous = local_members(hub_key, name)
         return GroupMembers(count, frozenset(local_users), anonymous)
-    quorum = await layer_group_quorum(layer, layer_group)
-    if quorum is not None and quorum.empty:
-        return GroupMembers()
-    reply_to = await layer.new_channel()
-    replies: dict[str, dict[str, Any]] = {}
-    processes: set[str] = set()
-    complete = True
-    try:
-        await layer.group_send(layer_group, {"type": GROUP_MEMBERS, "group": name, "reply_to": reply_to})
-        async with asyncio.timeout(MEMBERS_QUERY_TIMEOUT):
-            while quorum is None or not quorum.satisfied(set(replies), processes):
-                reply = await layer.receive(reply_to)
-                replies[str(reply.get("channel"))] = reply
-                processes.add(str(reply.get("process")))
-    except TimeoutError:
-        # A layer that cannot tell who listens (quorum None) always ends here: all answers are in.
-        complete = quorum is None
-        if not complete:
-            logger.warning("signalr_groups: not every process answered a member count of group %r", name)
-    finally:
-        await release_channel(layer, reply_to)
+    replies, complete = await gather_replies(
+        layer, layer_group, {"type": GROUP_MEMBERS, "group": name}, MEMBERS_QUERY_TIMEOUT
+    )
+    if complete is False:
+        logger.warning("signalr_groups: not every process answered a member count of group %r", name)
     users: set[str] = set()
     count = anonymous = 0
     for reply in replies.values():
@@ -95,4 +77,52 @@ async def group_members(hub_key: str, group: object) -> GroupMembers:
             count += int(reply.get("connections", 0))
             anonymous += int(reply.get("anonymous", 0))
             users.update(str(user) for user in reply.get("users") or ())
-    return GroupMembers(count, frozenset(users), anonymous, complete)
+    # complete None: a layer that cannot tell who listens; every answer is in after the wait.
+    return GroupMembers(count, frozenset(users), anonymous, complete is not False)
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One live connection as a listing shows it (``HubContext.get_connections``)."""
+
+    connection_id: str
+    user: str | None
+    groups: tuple[str, ...]
+    connected_at: float
+    process: str
+
+
+async def list_connections(hub_key: str, *, user: str | None = None, group: str | None = None) -> list[ConnectionInfo]:
+    """Every live connection of a hub (or of one user, or in one group), on every server process."""
+    if group is not None:
+        group = check_group_name(group)
+    if user is not None:
+        layer_group = layer_group_name(hub_key, "user", user)
+    elif group is not None:
+        layer_group = layer_group_name(hub_key, "group", group)
+    else:
+        layer_group = layer_group_name(hub_key, "all", "")
+    manager = get_manager(hub_key)
+    layer = manager.layer if manager is not None else get_layer()
+    own = manager.channel_name if manager is not None else None
+    if layer is None or not may_have_other_members(layer, layer_group, own):
+        rows = manager.local_connections(user, group) if manager is not None else []
+    else:
+        message = {"type": LIST_CONNECTIONS, "user": user, "group": group}
+        replies, complete = await gather_replies(layer, layer_group, message, MEMBERS_QUERY_TIMEOUT)
+        if complete is False:
+            logger.warning("signalr_groups: not every process answered a connection listing of hub %r", hub_key)
+        rows = [row for reply in replies.values() for row in reply.get("connections") or ()]
+    return sorted(
+        (
+            ConnectionInfo(
+                str(row["connection_id"]),
+                None if row.get("user") is None else str(row["user"]),
+                tuple(str(name) for name in row.get("groups") or ()),
+                float(row.get("connected_at") or 0.0),
+                str(row.get("process") or ""),
+            )
+            for row in rows
+        ),
+        key=lambda info: (info.user or "", info.connected_at, info.connection_id),
+    )

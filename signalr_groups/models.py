@@ -162,3 +162,46 @@ class RevocationRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or self.user_id}: {self.hub}:{self.group} ({self.cause})"
+
+
+class UserGroupMembership(models.Model):
+    """A user-scoped group membership: every connection of the user, now and future, is in the group.
+
+    Beyond SignalR, whose memberships belong to one connection and end with it. Created by
+    ``groups.add_user_to_group(user_id, name)``; each new connection of the user (another
+    device, a reconnect, a restarted server) joins the group when it connects, after a fresh
+    grant check if the group is restricted.
+    """
+
+    hub = models.CharField(_("hub"), max_length=200)
+    group = models.CharField(_("group"), max_length=256)
+    user_identifier = models.CharField(_("user identifier"), max_length=256)
+    created_at = models.DateTimeField(_("since"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("user group membership")
+        verbose_name_plural = _("user group memberships")
+        ordering = ("hub", "group", "user_identifier")
+        constraints = [
+            models.UniqueConstraint(fields=("hub", "group", "user_identifier"), name="signalr_groups_user_membership")
+        ]
+        indexes = [models.Index(fields=("hub", "user_identifier"), name="signalr_groups_membership_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_identifier} in {self.hub}:{self.group}"
+
+
+class LiveConnection(models.Model):
+    """Not a table: the admin's page of live connections on every server (``LiveConnectionAdmin``).
+
+    Its ``change`` permission lets staff disconnect connections there.
+    """
+
+    class Meta:
+        managed = False
+        verbose_name = _("live connection")
+        verbose_name_plural = _("live connections")
+        default_permissions = ("view", "change")
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)

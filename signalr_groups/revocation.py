@@ -18,10 +18,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from signalr_groups.grants import GrantList, active_grants
-from signalr_groups.layers import get_layer, layer_group_quorum
+from signalr_groups.layers import gather_replies, get_layer
 from signalr_groups.lifetime import GROUP_ACCESS, REVOKE_ACCOUNT, running_managers
 from signalr_groups.naming import layer_group_name
-from signalr_groups.sending import release_channel
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,6 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
     if layer is None:
         return
     group = account_group(account)
-    quorum = await layer_group_quorum(layer, group)
     message = {
         "type": GROUP_ACCESS,
         "hub": hub_key,
@@ -101,31 +99,17 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
         "grants": [[pattern, until] for pattern, until in grants],
         "cause": cause,
     }
-    if quorum is None:  # a layer we cannot ask: send without waiting
-        await layer.group_send(group, message)
-        return
-    if quorum.empty:
-        return
     # Wait until every member that held the user's connections has applied the change, so that
     # when the revoking request returns, no message sent afterwards can reach the user anywhere.
-    reply_to = await layer.new_channel()
-    acked_channels: set[str] = set()
-    acked_processes: set[str] = set()
     try:
-        await layer.group_send(group, {**message, "reply_to": reply_to})
-        async with asyncio.timeout(ACK_TIMEOUT):
-            while not quorum.satisfied(acked_channels, acked_processes):
-                ack = await layer.receive(reply_to)
-                acked_channels.add(str(ack.get("channel")))
-                acked_processes.add(str(ack.get("process")))
-    except TimeoutError:
-        logger.warning("signalr_groups: not every process acknowledged the access change of user %s", account)
+        _replies, complete = await gather_replies(layer, group, message, ACK_TIMEOUT, wait_if_unknown=False)
     except Exception:  # e.g. a second event loop receiving on a layer the server's loop uses
         logger.warning(
             "signalr_groups: could not wait for acknowledgements of user %s's access change", account, exc_info=True
         )
-    finally:
-        await release_channel(layer, reply_to)
+        return
+    if complete is False:
+        logger.warning("signalr_groups: not every process acknowledged the access change of user %s", account)
 
 
 def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:

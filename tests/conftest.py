@@ -99,9 +99,9 @@ def redis_server_process(django_db_setup, redis_url, tmp_path_factory) -> Iterat
 
 @pytest.fixture
 def redis_layer_settings(redis_url):
-    """Point this process's channel layer at the live server's Redis (as a second server process would)."""
+    """Point this process at the live server's Redis (as a second server process would): REDIS_URL."""
     from django.test import override_settings
 
-    config = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [redis_url]}}}
-    with override_settings(CHANNEL_LAYERS=config):
-        yield config
+    hub_settings = {**settings.SIGNALR_GROUPS, "REDIS_URL": redis_url, "REDIS_LAYER": "pubsub"}
+    with override_settings(SIGNALR_GROUPS=hub_settings):
+        yield hub_settings

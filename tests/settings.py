@@ -44,15 +44,13 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB, "T
 CHANNEL_LAYERS: dict[str, dict[str, object]] = {
     "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
 }
-if os.environ.get("SIGNALR_TEST_REDIS_URL"):  # a live server that shares a Redis layer with the test process
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [os.environ["SIGNALR_TEST_REDIS_URL"]]},
-        }
-    }
-# Like the demo: users are addressed by username (clients.user("alice")).
-SIGNALR_GROUPS: dict[str, object] = {"USER_ID_PROVIDER": "signalr_groups.users.username_user_id"}
+# Like the demo: users are addressed by username (clients.user("alice")). A live server started with
+# SIGNALR_TEST_REDIS_URL scales out on that Redis through the one switch, REDIS_URL.
+SIGNALR_GROUPS: dict[str, object] = {
+    "USER_ID_PROVIDER": "signalr_groups.users.username_user_id",
+    "REDIS_URL": os.environ.get("SIGNALR_TEST_REDIS_URL", ""),
+    "REDIS_LAYER": os.environ.get("SIGNALR_TEST_REDIS_LAYER", "pubsub"),
+}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True

@@ -6,6 +6,7 @@ the official ``@microsoft/signalr`` browser client served from node_modules.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,21 @@ def contexts(browser: Browser) -> Iterator[list[Any]]:
     for context in browser.contexts:
         if context not in before:
             context.close()
+
+
+def record_frames(page: Page) -> list[str]:
+    """Every SignalR frame the page receives from now on (what the server sent, before any page logic)."""
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+    return frames
+
+
+def wait_until(page: Page, predicate: Any, timeout: float = 5.0) -> None:
+    """Wait for ``predicate`` while letting Playwright deliver events (page.wait_for_timeout pumps them)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(20)
 
 
 def messages_of(page: Page) -> list[str]:
@@ -118,7 +134,7 @@ def test_two_devices_of_alice_and_bob_chat_and_private_messages(
         expect(page.locator("#messages li.message").last).to_contain_text("alice here, from my phone")
 
     bob.get_by_label("To", exact=True).fill("alice")
-    bob.get_by_label("Message", exact=True).fill("psst, alice only")
+    bob.get_by_label("Private message", exact=True).fill("psst, alice only")
     bob.get_by_role("button", name="Send privately").click()
     expect(bob.locator("#pm-status")).to_have_text("Sent privately to alice.")
     for page in (desktop, phone):
@@ -130,7 +146,7 @@ def test_two_devices_of_alice_and_bob_chat_and_private_messages(
 
     # Errors are shown, not swallowed.
     bob.get_by_label("To", exact=True).fill("nobody-by-that-name")
-    bob.get_by_label("Message", exact=True).fill("hello?")
+    bob.get_by_label("Private message", exact=True).fill("hello?")
     bob.get_by_role("button", name="Send privately").click()
     expect(bob.locator("#pm-status")).to_contain_text("There is no user called 'nobody-by-that-name'")
 
@@ -151,6 +167,7 @@ def test_two_devices_of_alice_and_bob_chat_and_private_messages(
 
 def test_join_and_leave_notices_count_people_not_tabs(browser: Browser, site: DemoSite, contexts: list[Any]) -> None:
     watcher = log_in(browser, site, "carol")
+    watcher_frames = record_frames(watcher)
     open_room(watcher, site, "random")
     first = log_in(browser, site, "alice")
     open_room(first, site, "random")
@@ -159,8 +176,9 @@ def test_join_and_leave_notices_count_people_not_tabs(browser: Browser, site: De
     open_room(second, site, "random")
     expect(watcher.locator("#presence-count")).to_have_text("2 people in this room")
 
+    before = len([f for f in watcher_frames if '"Presence"' in f])
     second.context.close()  # alice still has a tab open: she has not left
-    first.wait_for_timeout(300)
+    wait_until(watcher, lambda: len([f for f in watcher_frames if '"Presence"' in f]) > before)  # the server recounted
     expect(watcher.locator("#presence li")).to_have_text(["alice", "carol"])
     assert watcher.locator("#messages li.notice").all_inner_texts().count("alice left the room.") == 0
 
@@ -204,7 +222,7 @@ def test_page_is_usable_at_phone_width_with_labels_and_focus_order(
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     open_room(phone, site, "lobby")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
-    for label in ("Message to Lobby", "To", "Message"):
+    for label in ("Message to Lobby", "To", "Private message"):  # exact labels
         expect(phone.get_by_label(label, exact=True)).to_be_visible()
     phone.get_by_label("Message to Lobby").focus()
     phone.keyboard.press("Tab")
@@ -221,6 +239,7 @@ def test_admin_revocation_reaches_both_of_alices_windows(browser: Browser, site:
     desktop = log_in(browser, site, "alice", **DESKTOP)
     phone = log_in(browser, site, "alice", **PHONE)
     bob = log_in(browser, site, "bob", **DESKTOP)
+    frames = {page: record_frames(page) for page in (desktop, phone)}
     for page in (desktop, phone, bob):
         open_room(page, site, "vip-lounge")
     send(bob, "before the revocation")
@@ -254,6 +273,9 @@ def test_admin_revocation_reaches_both_of_alices_windows(browser: Browser, site:
     bob.wait_for_timeout(500)
     for page in (desktop, phone):
         assert "after the revocation" not in messages_of(page)
+        # Not merely hidden by the page: the server sent nothing more from the room.
+        assert any("before the revocation" in frame for frame in frames[page])
+        assert not any("after the revocation" in frame for frame in frames[page])
     # And alice cannot get back in.
     desktop.goto(f"{site.url}/rooms/vip-lounge/")
     expect(desktop.get_by_role("alert")).to_contain_text("no grant")
@@ -300,18 +322,38 @@ def test_reconnecting_page_catches_up_on_messages_it_missed(
 ) -> None:
     alice = log_in(browser, site, "alice")
     bob = log_in(browser, site, "bob")
+    # Stand between alice's page and the server, so that her socket can be cut and kept down.
+    network: dict[str, Any] = {"down": False, "sockets": []}
+
+    def route(ws: Any) -> None:
+        if network["down"]:
+            ws.close()
+            return
+        network["sockets"].append((ws, ws.connect_to_server()))
+
+    alice.route_web_socket(re.compile(r".*/chatHub.*"), route)
     for page in (alice, bob):
         open_room(page, site, "random")
-    # Take alice's network away, post while she is offline, then give it back.
-    alice.context.set_offline(True)
-    alice.evaluate("() => {}")
-    send(bob, "posted while alice was offline")
-    expect(bob.locator("#messages li.message .text").last).to_have_text("posted while alice was offline")
-    alice.context.set_offline(False)
-    expect(alice.locator("#messages li.message .text").last).to_have_text(
-        "posted while alice was offline", timeout=40_000
-    )
-    assert messages_of(alice).count("posted while alice was offline") == 1
+    send(bob, "while alice is still here")
+    expect(alice.locator("#messages li.message .text").last).to_have_text("while alice is still here")
+
+    network["down"] = True
+    for page_side, server_side in network["sockets"]:
+        page_side.close()
+        server_side.close()
+    expect(alice.locator("#status")).to_have_text("Connection lost. Reconnecting…")
+    missed = [f"missed {n} while alice was away" for n in range(3)]
+    for text in missed:
+        send(bob, text)
+        expect(bob.locator("#messages li.message .text").last).to_have_text(text)
+    alice.wait_for_timeout(700)  # a reconnect attempt or two fail while the network is down
+    assert not any(text in messages_of(alice) for text in missed)
+
+    network["down"] = False
+    expect(alice.locator("#status")).to_have_text("Reconnected, and rejoined the room.", timeout=15_000)
+    assert messages_of(alice)[-4:] == ["while alice is still here", *missed]
+    send(bob, "and live again")
+    expect(alice.locator("#messages li.message .text").last).to_have_text("and live again")
 
 
 def test_screenshots_are_current_in_docs() -> None:

@@ -41,10 +41,10 @@ def test_rooms_history_presence_and_rules(live_server_process, rooms, node):
     with pytest.raises(InvocationError):  # anonymous: the room methods need a login
         node.invoke("anon", "JoinRoom", "lobby", 0)
 
-    assert node.invoke("alice", "JoinRoom", "lobby", 0) == {"missed": []}
+    assert node.invoke("alice", "JoinRoom", "lobby", 0) == {"missed": [], "gap": False}
     node.invoke("alice2", "JoinRoom", "lobby", 0)
     node.invoke("bob", "JoinRoom", "lobby", 0)
-    node.wait_for("alice", lambda ev: ["lobby", ["alice", "bob"]] in _events(ev, "Presence"))
+    node.wait_for("alice", lambda ev: any(args[:2] == ["lobby", ["alice", "bob"]] for args in _events(ev, "Presence")))
 
     with pytest.raises(InvocationError, match="The message is empty"):
         node.invoke("bob", "SendToRoom", "lobby", "   ")
@@ -60,7 +60,7 @@ def test_rooms_history_presence_and_rules(live_server_process, rooms, node):
     # A page that reconnects asks for what came after the last message it showed.
     missed = node.invoke("alice", "JoinRoom", "lobby", 0)["missed"]
     assert [(m["id"], m["author"], m["text"]) for m in missed] == [(stored.pk, "bob", "hello <b>all</b>")]
-    assert node.invoke("alice", "JoinRoom", "lobby", stored.pk) == {"missed": []}
+    assert node.invoke("alice", "JoinRoom", "lobby", stored.pk) == {"missed": [], "gap": False}
 
     node.invoke("bob", "SendPrivate", "alice", "psst")
     for device in ("alice", "alice2"):
@@ -72,6 +72,34 @@ def test_rooms_history_presence_and_rules(live_server_process, rooms, node):
     # Leaving (or closing the page) updates the others' presence: people, not tabs.
     node.invoke("alice", "LeaveRoom", "lobby")
     node.stop("alice2")
-    node.wait_for("bob", lambda ev: ["lobby", ["bob"]] in _events(ev, "Presence"))
+    node.wait_for("bob", lambda ev: any(args[:2] == ["lobby", ["bob"]] for args in _events(ev, "Presence")))
     with pytest.raises(InvocationError, match="You are not in the room 'lobby'"):
         node.invoke("alice", "SendToRoom", "lobby", "after leaving")
+
+
+def test_catch_up_says_when_it_is_cut_short(live_server_process, rooms, node):
+    from hubproject.chat.models import HISTORY_LENGTH, Message, Room
+
+    lobby = Room.objects.get(slug="lobby")
+    first = Message.objects.create(room=lobby, author_name="bob", text="seen")
+    Message.objects.bulk_create(
+        Message(room=lobby, author_name="bob", text=f"missed {n}") for n in range(HISTORY_LENGTH + 5)
+    )
+    url = live_server_process.http_url + "/chatHub"
+    node.connect("alice", url, cookie=rooms["alice"])
+    result = node.invoke("alice", "JoinRoom", "lobby", first.pk)
+    assert result["gap"] is True
+    assert [m["text"] for m in result["missed"]] == [f"missed {n}" for n in range(5, HISTORY_LENGTH + 5)]
+    last = result["missed"][-1]["id"]
+    assert node.invoke("alice", "JoinRoom", "lobby", last - 3)["gap"] is False
+
+
+def test_docs_sample_cannot_post_to_a_restricted_group_from_outside(live_server_process, rooms, node):
+    url = live_server_process.http_url + "/chatHub"
+    node.connect("anon", url)
+    node.connect("bob", url, cookie=rooms["bob"])
+    node.invoke("bob", "SendMessageToGroup", "lobby", "open groups take anyone's message, as in the docs")
+    with pytest.raises(InvocationError, match="Only members may send to the restricted group 'vip-lounge'"):
+        node.invoke("anon", "SendMessageToGroup", "vip-lounge", "spoofed")
+    with pytest.raises(InvocationError, match="Only members may send"):
+        node.invoke("anon", "RemoveFromGroup", "staff-room")

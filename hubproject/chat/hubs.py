@@ -8,6 +8,8 @@ private messages to every device of a user.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -17,6 +19,8 @@ from django.utils import timezone
 from signalr_groups import Hub, HubError, hub_method
 from signalr_groups.permissions import IsAuthenticated
 
+logger = logging.getLogger(__name__)
+
 
 def _room_exists(slug: str) -> bool:
     from hubproject.chat.models import Room
@@ -24,16 +28,22 @@ def _room_exists(slug: str) -> bool:
     return Room.objects.filter(slug=slug).exists()
 
 
-def _catch_up(slug: str, after_id: int | None) -> list[dict[str, Any]]:
-    from hubproject.chat.models import recent_messages
+def _catch_up(slug: str, after_id: int | None) -> tuple[list[dict[str, Any]], bool]:
+    from hubproject.chat.models import HISTORY_LENGTH, Message, recent_messages
 
-    return [message.as_event() for message in recent_messages(slug, after_id)]
+    messages = recent_messages(slug, after_id)
+    gap = len(messages) == HISTORY_LENGTH and (
+        Message.objects.filter(room__slug=slug, id__gt=after_id or 0, id__lt=messages[0].pk).exists()
+    )
+    return [message.as_event() for message in messages], gap
 
 
 def _save_message(slug: str, user: Any, author: str, text: str) -> dict[str, Any]:
     from hubproject.chat.models import Message, Room
 
-    room = Room.objects.get(slug=slug)
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise HubError(f"There is no room called '{slug}'.")
     return Message.objects.create(room=room, author=user, author_name=author, text=text).as_event()
 
 
@@ -59,8 +69,9 @@ class ChatHub(Hub):
     Client events of the chat site:
 
     - ``RoomMessage(room, {id, author, text, sentAt})``: a message posted to a room;
-    - ``Presence(room, [user, …])``: who is in the room now (one entry per person, however many
-      tabs or devices), sent to the room whenever someone joins or leaves;
+    - ``Presence(room, [user, …], at)``: who is in the room now (one entry per person, however
+      many tabs or devices), sent to the room whenever someone joins or leaves; ``at`` is the
+      server time of the count, so that a page keeps the newest of two crossing snapshots;
     - ``PrivateMessage({from, text, sentAt})``: a private message, on every device of the user;
     - ``GroupAccessRevoked(room, reason)``: access to a restricted room was revoked or expired,
       and this connection has left it.
@@ -78,27 +89,40 @@ class ChatHub(Hub):
     # ------------------------------------------------------------------ the chat site
 
     async def _publish_presence(self, room: str) -> None:
-        members = await self.groups.get_members(room)
-        await self.clients.group(room).send("Presence", room, sorted(members.users))
+        """Tell a room who is in it now. Best effort: a failure is logged, never the caller's problem."""
+        try:
+            members = await self.groups.get_members(room)
+            # "at" orders snapshots computed on different processes: pages keep the newest.
+            await self.clients.group(room).send("Presence", room, sorted(members.users), time.time())
+        except Exception:
+            logger.exception("chat: could not publish the presence of room %r", room)
 
     @hub_method(permission_classes=[IsAuthenticated])
     async def join_room(self, room: str, after_id: int | None = None) -> dict[str, Any]:
-        """Join a room; return the messages posted after ``after_id`` (what a reconnecting page missed)."""
+        """Join a room; return the messages posted after ``after_id`` (what a reconnecting page missed).
+
+        ``gap`` is True when more than ``HISTORY_LENGTH`` messages were missed: only the last ones
+        are returned, and the page says so.
+        """
         if not await database_sync_to_async(_room_exists)(room):
             raise HubError(f"There is no room called '{room}'.")
         # Restricted rooms: add_to_group checks the caller's grants and refuses without one.
         await self.groups.add_to_group(self.context.connection_id, room)
         self.context.items.setdefault("rooms", set()).add(room)
+        # Read the catch-up after joining: a message posted meanwhile comes both ways, and the
+        # page shows each id once.
+        missed, gap = await database_sync_to_async(_catch_up)(room, after_id) if after_id is not None else ([], False)
         await self._publish_presence(room)
-        missed = await database_sync_to_async(_catch_up)(room, after_id) if after_id is not None else []
-        return {"missed": missed}
+        return {"missed": missed, "gap": gap}
 
     @hub_method(permission_classes=[IsAuthenticated])
     async def leave_room(self, room: str) -> None:
         """Leave a room (also called by a page whose access was revoked, to update the others' presence)."""
+        was_in = room in self.context.items.get("rooms", ())
         await self.groups.remove_from_group(self.context.connection_id, room)
         self.context.items.setdefault("rooms", set()).discard(room)
-        await self._publish_presence(room)
+        if was_in:
+            await self._publish_presence(room)
 
     @hub_method(permission_classes=[IsAuthenticated])
     async def send_to_room(self, room: str, text: str) -> None:
@@ -132,15 +156,22 @@ class ChatHub(Hub):
         await self.groups.add_to_group(self.context.connection_id, group_name)
         await self.clients.group(group_name).send("Send", f"{self._who()} has joined the group {group_name}.")
 
+    def _check_member_of_restricted(self, group_name: str) -> None:
+        # As in the docs sample, anyone may send to an open group; a restricted one only its members.
+        if self.is_restricted(group_name) and group_name not in self.context.group_names:
+            raise HubError(f"Only members may send to the restricted group '{group_name}'.")
+
     @hub_method
     async def remove_from_group(self, group_name: str) -> None:
         """Leave a room and tell its members."""
+        self._check_member_of_restricted(group_name)
         await self.groups.remove_from_group(self.context.connection_id, group_name)
         await self.clients.group(group_name).send("Send", f"{self._who()} has left the group {group_name}.")
 
     @hub_method
     async def send_message_to_group(self, group_name: str, message: str) -> None:
         """Send a message to everyone in a room."""
+        self._check_member_of_restricted(group_name)
         await self.clients.group(group_name).send("Send", f"{self._who()}: {message}")
 
     @hub_method

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 DEMO_PASSWORD = "signalr-demo"
 #: (username, staff and superuser?)
@@ -25,8 +26,19 @@ class Command(BaseCommand):
 
     help = "Create the demo users (password: signalr-demo), rooms and grants."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        """``--force``: run even with DEBUG off."""
+        parser.add_argument(
+            "--force", action="store_true", help="Run even when DEBUG is off (it resets these users' passwords)."
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         """Create what is missing and reset the demo users' passwords and flags."""
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError(
+                "seed_demo resets the passwords of alice, bob, carol and admin; DEBUG is off, so this looks like "
+                "a real site. Use --force if it is not."
+            )
         from django.contrib.auth.models import Group
 
         from hubproject.chat.models import Room

@@ -6,8 +6,10 @@
   const page = $("room");
   const ROOM = page.dataset.room;
   const messages = $("messages");
+  const shown = new Set([...messages.querySelectorAll("li.message")].map((li) => Number(li.dataset.id)));
   let lastId = Number(messages.dataset.lastId || 0);
   let presence = null; // the last list of users seen (null: none yet, e.g. after a reconnect)
+  let presenceAt = 0; // server time of that list: an older snapshot arriving late is ignored
   let revoked = false;
 
   const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -32,16 +34,19 @@
     scrollDown(messages);
   };
   const showMessage = (message) => {
-    if (message.id <= lastId) return; // already shown (history, or caught up after a reconnect)
-    lastId = message.id;
+    // Each id once, in id order: a live message can overtake the catch-up of a reconnecting page.
+    if (shown.has(message.id)) return;
+    shown.add(message.id);
+    lastId = Math.max(lastId, message.id);
     const li = item("message", [
       ["span", "author", message.author],
       ["time", "", clock(message.sentAt), { datetime: message.sentAt }],
       ["span", "text", message.text],
     ]);
     li.dataset.id = String(message.id);
-    messages.appendChild(li);
-    scrollDown(messages);
+    const later = [...messages.querySelectorAll("li.message")].find((other) => Number(other.dataset.id) > message.id);
+    messages.insertBefore(li, later || null);
+    if (!later) scrollDown(messages);
   };
   const canPost = (enabled) => {
     $("message").disabled = !enabled;
@@ -61,6 +66,7 @@
     const box = $("room-alert");
     box.textContent = text;
     box.hidden = false;
+    box.focus(); // the focused input is about to be disabled: keep the keyboard user somewhere useful
   };
 
   const REASONS = {
@@ -80,8 +86,10 @@
   connection.on("RoomMessage", (room, message) => {
     if (room === ROOM && !revoked) showMessage(message);
   });
-  connection.on("Presence", (room, users) => {
-    if (room === ROOM && !revoked) showPresence(users);
+  connection.on("Presence", (room, users, at) => {
+    if (room !== ROOM || revoked || (at || 0) < presenceAt) return;
+    presenceAt = at || 0;
+    showPresence(users);
   });
   connection.on("PrivateMessage", (message) => {
     const list = $("private-messages");
@@ -92,20 +100,24 @@
     ]));
     scrollDown(list);
   });
-  connection.on("GroupAccessRevoked", (room, reason) => {
-    if (room !== ROOM || revoked) return;
+  const endAccess = (why) => {
     revoked = true;
     canPost(false);
     $("presence").replaceChildren();
     $("presence-count").textContent = "—";
-    alertBox("Your access to this room ended: " + (REASONS[reason] || reason) + ". This room no longer updates.");
+    alertBox("Your access to this room ended: " + why + ". This room no longer updates.");
     status("No longer in this room.");
+  };
+  connection.on("GroupAccessRevoked", (room, reason) => {
+    if (room !== ROOM || revoked) return;
+    endAccess(REASONS[reason] || reason);
     // The server has already removed us; this lets the others' presence lists catch up.
     connection.invoke("LeaveRoom", ROOM).catch(() => {});
   });
 
   const join = async () => {
     const result = await connection.invoke("JoinRoom", ROOM, lastId);
+    if (result.gap) notice("Some messages were posted while you were away; only the last ones are shown. Reload the page for the full history.");
     for (const message of result.missed) showMessage(message);
     canPost(true);
   };
@@ -115,6 +127,7 @@
   });
   connection.onreconnected(async () => {
     presence = null;
+    presenceAt = 0;
     if (revoked) {
       status("Reconnected.");
       return;
@@ -124,7 +137,11 @@
       await join();
       status("Reconnected, and rejoined the room.");
     } catch (err) {
-      status("Reconnected, but could not rejoin the room: " + err.message);
+      if (/needs a grant/.test(err.message)) {
+        endAccess("your grant was revoked or expired while you were disconnected");
+      } else {
+        status("Reconnected, but could not rejoin the room: " + err.message);
+      }
     }
   });
   connection.onclose((error) => {

@@ -6,7 +6,7 @@ from django.apps import AppConfig
 
 
 class SignalRGroupsConfig(AppConfig):
-    """``signalr_groups``: registers the system checks and the token-redacting log filter."""
+    """``signalr_groups``: registers the system checks and the log filters (token redaction, dropped messages)."""
 
     name = "signalr_groups"
     verbose_name = "SignalR groups"
@@ -17,4 +17,5 @@ class SignalRGroupsConfig(AppConfig):
         from signalr_groups import checks, logfilters, receivers  # noqa: F401 - importing checks registers them
 
         logfilters.install()
+        logfilters.install_capacity_watch()
         receivers.connect_all()

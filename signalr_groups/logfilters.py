@@ -8,6 +8,7 @@ you can add it to any other logger or handler in ``LOGGING``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Final
@@ -57,3 +58,58 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, RedactTokensFilter) for existing in logger.filters):
             logger.addFilter(RedactTokensFilter())
+
+
+#: channels-redis' message when a group send skips channels that are full (it logs it at INFO).
+_OVER_CAPACITY: Final = "%s of %s channels over capacity in group %s"
+_dropped = 0
+
+
+def dropped_messages() -> int:
+    """How many channel-layer messages channels-redis dropped for capacity in this process so far."""
+    return _dropped
+
+
+class CapacityDropFilter(logging.Filter):
+    """Count the messages ``RedisChannelLayer.group_send`` drops for capacity, and log them at WARNING.
+
+    channels-redis skips a full channel silently apart from an INFO line, which default logging
+    hides: a process whose layer channel filled up would lose messages without a trace.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Promote the over-capacity record; pass every other record only if it was meant to show."""
+        global _dropped
+        if record.msg == _OVER_CAPACITY and isinstance(record.args, tuple) and record.args:
+            with contextlib.suppress(TypeError, ValueError):
+                _dropped += int(record.args[0])  # type: ignore[call-overload]
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (
+                "signalr_groups: a channel-layer message was dropped: %s of %s channels over capacity in "
+                "group %s (receivers too slow, or a dead process's channel; raise the layer's capacity)"
+            )
+            return True
+        return _was_enabled(record)
+
+
+_previous_levels: dict[str, int] = {}
+
+
+def _was_enabled(record: logging.LogRecord) -> bool:
+    return record.levelno >= _previous_levels.get(record.name, logging.WARNING)
+
+
+def install_capacity_watch() -> None:
+    """Watch ``channels_redis.core`` for dropped messages (idempotent).
+
+    Its INFO records must reach the filter, so the logger's level is lowered to INFO when it was
+    higher; every other record is passed on only if the previous level let it through.
+    """
+    logger = logging.getLogger("channels_redis.core")
+    if any(isinstance(item, CapacityDropFilter) for item in logger.filters):
+        return
+    effective = logger.getEffectiveLevel()
+    _previous_levels[logger.name] = effective
+    if effective > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addFilter(CapacityDropFilter())

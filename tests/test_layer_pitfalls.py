@@ -1,0 +1,116 @@
+"""The one switch to Redis, and the channels-redis pitfalls the app handles (with a real redis-server)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from signalr_groups.conf import get_hub_settings
+from signalr_groups.layers import (
+    ALIVE_KEY,
+    DEAD_AFTER,
+    build_redis_layer,
+    get_layer,
+    layer_group_quorum,
+    mark_alive,
+    redis_client,
+    shared_redis_url,
+)
+from signalr_groups.logfilters import dropped_messages
+from tests.test_redis_layers import _close_layer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _settings(**values):
+    return override_settings(SIGNALR_GROUPS={"USER_ID_PROVIDER": "signalr_groups.users.username_user_id", **values})
+
+
+def test_redis_url_setting_moves_the_app_to_channels_redis(redis_url):
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    with _settings(REDIS_URL=redis_url):
+        layer = get_layer()
+        assert isinstance(layer, RedisPubSubChannelLayer)  # the default: see README "Scaling out"
+        assert get_layer() is layer  # one per process
+        assert shared_redis_url() == redis_url
+    with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
+        layer = get_layer()
+        assert isinstance(layer, RedisChannelLayer)
+        assert layer.capacity >= 10_000  # one channel carries a whole process's traffic
+    with _settings(REDIS_URL=""):
+        assert type(get_layer()).__name__ == "InMemoryChannelLayer"
+        assert shared_redis_url() is None
+
+
+def test_redis_url_comes_from_the_environment(monkeypatch, redis_url):
+    monkeypatch.setenv("SIGNALR_REDIS_URL", redis_url)
+    with override_settings(SIGNALR_GROUPS={}):
+        assert get_hub_settings().redis_url == redis_url
+    with override_settings(SIGNALR_GROUPS={"REDIS_URL": ""}):  # "" means never
+        assert get_hub_settings().redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"REDIS_URL": "localhost:6379"}, "must be a redis://"),
+        ({"REDIS_URL": 6379}, "must be a redis://"),
+        ({"REDIS_LAYER": "sentinel"}, "must be one of pubsub, core"),
+    ],
+)
+def test_bad_redis_settings_are_named(values, message):
+    with override_settings(SIGNALR_GROUPS=values), pytest.raises(ImproperlyConfigured, match=message):
+        get_hub_settings()
+
+
+async def test_messages_dropped_for_capacity_are_counted_and_logged_at_warning(redis_url, caplog):
+    from channels_redis.core import RedisChannelLayer
+
+    # The app lowered channels-redis' logger to INFO so that its over-capacity line reaches the filter.
+    assert logging.getLogger("channels_redis.core").getEffectiveLevel() <= logging.INFO
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 10}], capacity=2)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("sgr.test.full", channel)
+        before = dropped_messages()
+        with caplog.at_level(logging.INFO, logger="channels_redis.core"):  # as installed by the app
+            for n in range(5):  # nobody receives: the channel holds 2, then the layer skips it
+                await layer.group_send("sgr.test.full", {"type": "t", "n": n})
+        assert dropped_messages() - before == 3
+        warnings = [r for r in caplog.records if r.name == "channels_redis.core" and r.levelno == logging.WARNING]
+        assert len(warnings) == 3
+        assert "dropped" in warnings[0].getMessage()
+        assert "over capacity in group sgr.test.full" in warnings[0].getMessage()
+    finally:
+        await layer.flush()
+        await _close_layer(layer)
+
+
+async def test_dead_processes_leave_quorums_and_groups(redis_url):
+    layer = build_redis_layer(redis_url, "core")
+    with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
+        try:
+            live, stale, dead, unknown = [await layer.new_channel() for _ in range(4)]
+            for channel in (live, stale, dead, unknown):
+                await layer.group_add("sgr.test.alive", channel)
+            await mark_alive(live)
+            client = redis_client(redis_url)
+            now = time.time()
+            await client.zadd(ALIVE_KEY, {stale: now - 30, dead: now - DEAD_AFTER - 5})
+            quorum = await layer_group_quorum(layer, "sgr.test.alive")
+            assert quorum is not None
+            # Silent for 30 s: not waited for. Silent past DEAD_AFTER: also removed from the group.
+            # Never seen (e.g. Redis restarted empty a moment ago): waited for, to be safe.
+            assert quorum.channels == frozenset({live, unknown})
+            connection = layer.connection(layer.consistent_hash("sgr.test.alive"))
+            members = {m.decode() for m in await connection.zrange(layer._group_key("sgr.test.alive"), 0, -1)}
+            assert members == {live, stale, unknown}
+        finally:
+            await layer.flush()
+            await _close_layer(layer)

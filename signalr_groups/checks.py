@@ -64,7 +64,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         return [checks.Error(str(exc), id="signalr_groups.E001")]
     messages: list[checks.CheckMessage] = []
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    if hub_settings.channel_layer not in layers:
+    if hub_settings.redis_url:
+        pass  # REDIS_URL: the app builds its own channels-redis layer (CHANNEL_LAYER is not used)
+    elif hub_settings.channel_layer not in layers:
         messages.append(
             checks.Error(
                 f"SIGNALR_GROUPS['CHANNEL_LAYER'] is {hub_settings.channel_layer!r}, which CHANNEL_LAYERS does not define.",

@@ -46,6 +46,8 @@ def test_bad_settings_are_reported(bad):
 def test_missing_channel_layer_and_timing_warnings():
     with override_settings(SIGNALR_GROUPS={"CHANNEL_LAYER": "nope"}):
         assert _ids() == ["signalr_groups.E002"]
+    with override_settings(SIGNALR_GROUPS={"CHANNEL_LAYER": "nope", "REDIS_URL": "redis://127.0.0.1:1/0"}):
+        assert _ids() == []  # REDIS_URL: the app builds its own layer
     with override_settings(SIGNALR_GROUPS={"KEEP_ALIVE_INTERVAL": 20, "CLIENT_TIMEOUT": 10}):
         assert sorted(_ids()) == ["signalr_groups.W001", "signalr_groups.W002"]
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}):

@@ -23,7 +23,15 @@ DRIVER = ROOT / "tests" / "js" / "driver.js"
 class ServerProcess:
     """A daphne (or uvicorn) subprocess on a free loopback port, stopped by its PID."""
 
-    def __init__(self, log_path: Path, db_path: str, server: str = "daphne", extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        db_path: str,
+        server: str = "daphne",
+        extra_env: dict[str, str] | None = None,
+        port: int = 0,
+    ):
+        """``port``: 0 for a free one; a fixed port lets a test restart a killed server where clients expect it."""
         self.log_path = log_path
         env = {
             **os.environ,
@@ -33,11 +41,11 @@ class ServerProcess:
             **(extra_env or {}),
         }
         if server == "daphne":
-            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "tests.asgi:application"]
+            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.asgi:application"]
             pattern = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
         else:
             command = [
-                sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", "0",
+                sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                 "--ws-per-message-deflate", "false",
             ]  # fmt: skip
             pattern = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
@@ -84,6 +92,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server: no clean-up at all (its Redis state stays behind), as a crash would."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
         self._log.close()
 
 
@@ -181,3 +196,66 @@ class InvocationError(Exception):
 def received(events: list[dict[str, Any]], target: str = "Receive") -> list[list[Any]]:
     """The argument lists of events with ``target``."""
     return [event["args"] for event in events if event["target"] == target]
+
+
+class RedisServer:
+    """A redis-server on a fixed loopback port (no persistence), started, SIGKILLed and restarted by its PID.
+
+    Restarting on the same port gives the clients of the old one an empty Redis at the address they know.
+    """
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+        import socket
+
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is required (scripts/test.sh installs it)"
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, "redis-server exited (port in use?)"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: every client connection drops, and everything Redis held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

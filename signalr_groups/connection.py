@@ -442,6 +442,15 @@ class HubConnection:
         hub.groups = GroupManager(self.manager.hub_key)
         return hub
 
+    async def group_access_revoked(self, group: str, reason: str) -> None:
+        """Tell the hub that this connection lost a restricted group (``Hub.on_group_access_revoked``)."""
+        if self._closing:
+            return
+        try:
+            await self._call_lifecycle("on_group_access_revoked", group, reason)
+        except Exception:
+            logger.exception("signalr_groups: on_group_access_revoked failed for %s", self.connection_id)
+
     async def _call_lifecycle(self, name: str, *args: Any) -> None:
         function = getattr(self._make_hub(), name)
         if inspect.iscoroutinefunction(function):

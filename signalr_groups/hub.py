@@ -221,4 +221,11 @@ class Hub:
         """Called after the handshake; raising here closes the connection without reconnect."""
 
     async def on_disconnected(self, exception: BaseException | None) -> None:
-        """Called once the connection has left all its groups; ``exception`` is ``None`` for a clean close."""
+        """Called when the connection ends, while it is still in its groups; ``exception`` is ``None`` for a clean close."""
+
+    async def on_group_access_revoked(self, group: str, reason: str) -> None:
+        """Called after this connection was taken out of a restricted group (grant revoked, deleted or expired).
+
+        The client has already been sent ``GroupAccessRevoked(group, reason)``; override this to
+        tell the group's other members, for instance.
+        """

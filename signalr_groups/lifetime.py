@@ -336,6 +336,7 @@ class HubLifetimeManager:
             task.add_done_callback(self._background.discard)
         if connection is not None:
             connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, "expired")))
+            self._tell_hub_access_ended(connection, group, "expired")
             logger.info("signalr_groups: access of %s to group %r expired", connection_id, group)
             account = getattr(connection, "account_id", None)
             if account is not None and (account, group) not in self._recorded_expiries:
@@ -387,10 +388,20 @@ class HubLifetimeManager:
                 if self._remove_now(connection_id, group):
                     emptied.append(group)
                 connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, cause)))
+                self._tell_hub_access_ended(connection, group, cause)
                 ended += 1
         for group in emptied:
             await self._sync_quietly("group", group)
         return ended
+
+    def _tell_hub_access_ended(self, connection: LocalConnection, group: str, reason: str) -> None:
+        """Run the hub's ``on_group_access_revoked`` for the connection (in the background)."""
+        hook = getattr(connection, "group_access_revoked", None)
+        if hook is None:
+            return
+        task = asyncio.ensure_future(hook(group, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _expire_group_access(self) -> None:
         now = time.time()
@@ -402,6 +413,7 @@ class HubLifetimeManager:
                 emptied.append(group)
             if connection is not None:
                 connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, "expired")))
+                self._tell_hub_access_ended(connection, group, "expired")
                 logger.info("signalr_groups: access of %s to group %r expired", connection_id, group)
         for group in emptied:
             await self._sync_quietly("group", group)

@@ -103,3 +103,26 @@ def test_docs_sample_cannot_post_to_a_restricted_group_from_outside(live_server_
         node.invoke("anon", "SendMessageToGroup", "vip-lounge", "spoofed")
     with pytest.raises(InvocationError, match="Only members may send"):
         node.invoke("anon", "RemoveFromGroup", "staff-room")
+
+
+def test_a_revoked_member_leaves_the_others_presence_at_once(live_server_process, rooms, node):
+    """Hub.on_group_access_revoked: the server itself tells the room, whatever the revoked client does."""
+    from django.contrib.auth import get_user_model
+
+    from signalr_groups.models import GroupGrant
+
+    users = get_user_model().objects
+    grant = GroupGrant.objects.create(hub="chat", group="vip-lounge", user=users.get(username="alice"))
+    GroupGrant.objects.create(hub="chat", group="vip-*", user=users.get(username="bob"))
+    url = live_server_process.http_url + "/chatHub"
+    node.connect("alice", url, cookie=rooms["alice"], events=("GroupAccessRevoked",))
+    node.connect("bob", url, cookie=rooms["bob"], events=("Presence",))
+    node.invoke("alice", "JoinRoom", "vip-lounge", 0)
+    node.invoke("bob", "JoinRoom", "vip-lounge", 0)
+    node.wait_for(
+        "bob", lambda ev: any(args[:2] == ["vip-lounge", ["alice", "bob"]] for args in _events(ev, "Presence"))
+    )
+    assert live_server_process.post_json("/test/grant", {"action": "revoke", "grant": grant.pk}) == {"ok": True}
+    node.wait_for("alice", lambda ev: _events(ev, "GroupAccessRevoked") == [["vip-lounge", "revoked"]])
+    # alice's client does nothing more (no LeaveRoom): bob's presence still drops her.
+    node.wait_for("bob", lambda ev: _events(ev, "Presence")[-1][:2] == ["vip-lounge", ["bob"]])

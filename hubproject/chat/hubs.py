@@ -142,6 +142,11 @@ class ChatHub(Hub):
         message = {"from": self._who(), "text": text, "sentAt": timezone.now().isoformat()}
         await self.clients.user(to_user).send("PrivateMessage", message)
 
+    async def on_group_access_revoked(self, group: str, reason: str) -> None:
+        """A revoked member has left the room: the others' presence lists show it at once."""
+        self.context.items.setdefault("rooms", set()).discard(group)
+        await self._publish_presence(group)
+
     async def on_disconnected(self, exception: BaseException | None) -> None:
         """Leave the rooms this connection was in and tell their members who is left."""
         for room in sorted(self.context.items.get("rooms", ())):

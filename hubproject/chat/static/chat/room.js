@@ -110,9 +110,7 @@
   };
   connection.on("GroupAccessRevoked", (room, reason) => {
     if (room !== ROOM || revoked) return;
-    endAccess(REASONS[reason] || reason);
-    // The server has already removed us; this lets the others' presence lists catch up.
-    connection.invoke("LeaveRoom", ROOM).catch(() => {});
+    endAccess(REASONS[reason] || reason); // the server has removed us, and told the others
   });
 
   const join = async () => {

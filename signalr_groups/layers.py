@@ -115,6 +115,16 @@ async def mark_gone(channel: str) -> None:
         await redis_client(url).zrem(ALIVE_KEY, channel)
 
 
+async def dead_channels() -> set[str]:
+    """Manager channels whose process stopped heartbeating more than ``DEAD_AFTER`` seconds ago."""
+    url = shared_redis_url()
+    if url is None:
+        return set()
+    now = time.time()
+    names = await redis_client(url).zrangebyscore(ALIVE_KEY, now - 24 * 3600, now - DEAD_AFTER)
+    return {name.decode() if isinstance(name, bytes) else str(name) for name in names}
+
+
 async def _live_channels(layer: Any, group: str, channels: frozenset[str]) -> frozenset[str]:
     """Leave out channels of processes that stopped heartbeating; drop the long-dead ones from the group."""
     url = shared_redis_url()

@@ -34,9 +34,9 @@ from signalr_groups.grants import (
 )
 from signalr_groups.layers import (
     ALIVE_INTERVAL,
+    dead_channels,
     get_layer,
     is_redis_core,
-    layer_group_quorum,
     mark_alive,
     mark_gone,
     may_have_other_members,
@@ -130,6 +130,8 @@ class HubLifetimeManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: Channels of dead processes already removed from this manager's layer groups.
+        self._pruned: set[str] = set()
         #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
         self.pressure = False
         self._last_yield = time.monotonic()
@@ -733,8 +735,13 @@ class HubLifetimeManager:
             await self._recover()
             return
         if is_redis_core(self.layer):
-            for group in list(self._joined):  # drop dead processes' channels from our groups
-                await layer_group_quorum(self.layer, group)
+            # RedisChannelLayer keeps a dead process's channel in its groups (and fills it) until
+            # group_expiry: take newly dead channels out of the groups this process is in.
+            dead = await dead_channels() - self._pruned
+            for group in list(self._joined) if dead else ():
+                for channel in dead:
+                    await self.layer.group_discard(group, channel)
+            self._pruned |= dead
 
     async def _heartbeat_loop(self) -> None:
         settings = get_hub_settings()

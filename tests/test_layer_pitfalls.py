@@ -114,3 +114,28 @@ async def test_dead_processes_leave_quorums_and_groups(redis_url):
         finally:
             await layer.flush()
             await _close_layer(layer)
+
+
+async def test_a_live_process_removes_dead_processes_channels_from_its_groups(redis_url):
+    from signalr_groups.lifetime import get_manager
+    from tests.test_fanout import FakeConnection
+
+    with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
+        layer = get_layer()
+        manager = get_manager("pitfalls-hub", create=True)
+        assert manager is not None
+        member = FakeConnection("c1", "alice")
+        await manager.connect(member)
+        try:
+            await manager.add_local("c1", "room")
+            group = next(name for name in manager._joined if name != manager.all_group and ".group." in name)
+            dead = await layer.new_channel()
+            await layer.group_add(group, dead)
+            await redis_client(redis_url).zadd(ALIVE_KEY, {dead: time.time() - DEAD_AFTER - 1})
+            await manager._layer_heartbeat()
+            connection = layer.connection(layer.consistent_hash(group))
+            members = {m.decode() for m in await connection.zrange(layer._group_key(group), 0, -1)}
+            assert members == {manager.channel_name}
+        finally:
+            await manager.disconnect(member)
+            await _close_layer(layer)

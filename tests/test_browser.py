@@ -361,3 +361,35 @@ def test_screenshots_are_current_in_docs() -> None:
     docs = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
     for name in ("room-two-devices.png", "admin-revocation.png"):
         assert (docs / name).stat().st_size > 10_000, name
+
+
+def test_admin_lists_live_connections_and_disconnects_a_user(
+    browser: Browser, site: DemoSite, contexts: list[Any]
+) -> None:
+    desktop = log_in(browser, site, "alice")
+    phone = log_in(browser, site, "alice", **PHONE)
+    carol = log_in(browser, site, "carol")
+    for page in (desktop, phone, carol):
+        open_room(page, site, "random")
+    admin = log_in(browser, site, "admin", **DESKTOP)
+    admin.goto(f"{site.url}/admin/")
+    admin.get_by_role("link", name="Live connections").click()
+    expect(admin.locator("#live-summary")).to_contain_text("3 live connections")
+    users = admin.locator("#live-users tbody tr")
+    expect(users.filter(has_text="alice").locator("td").nth(1)).to_have_text("2")
+    expect(users.filter(has_text="carol").locator("td").nth(1)).to_have_text("1")
+    random_row = admin.locator("#live-groups tbody tr", has_text="random")
+    expect(random_row.locator("td")).to_have_text(["random", "3", "2"])  # 3 connections, 2 people
+
+    users.filter(has_text="carol").get_by_role("button", name="Disconnect every connection of carol").click()
+    expect(admin.locator(".messagelist")).to_contain_text("Disconnected 1 connection(s) of carol.")
+    expect(carol.locator("#status")).to_contain_text("Disconnected by an administrator (admin).")
+    expect(carol.get_by_label("Message to Random")).to_be_disabled()
+    # alice is untouched, and sees carol leave.
+    expect(desktop.locator("#messages li.notice").last).to_have_text("carol left the room.")
+
+    def two_left() -> bool:  # the socket closes just after the redirect: look again until it is gone
+        admin.reload()
+        return "2 live connections" in admin.locator("#live-summary").inner_text()
+
+    wait_until(admin, two_left)

@@ -166,11 +166,14 @@ class Pool:
         self._keepalive = asyncio.ensure_future(self._ping_loop())
 
     async def _ping_loop(self) -> None:
+        """Each SignalR connection pings every 15 s (the official client's keep-alive), phases spread evenly."""
         if self.protocol == "sio":
             return  # the Socket.IO server pings; readers answer
+        slices, tick = 30, 0
         while True:  # bounded by close(), which cancels it
-            await asyncio.sleep(10)
-            for conn in list(self.conns):
+            await asyncio.sleep(15 / slices)
+            tick = (tick + 1) % slices
+            for conn in self.conns[tick::slices]:
                 try:
                     await conn.ws.send(PING)
                 except Exception:

@@ -55,11 +55,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 class Process:
     """A subprocess whose log announces its port; pinned to ``core``; stopped by PID."""
 
-    def __init__(self, command: list[str], pattern: str, env: dict[str, str], core: int | None, name: str) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        pattern: str,
+        env: dict[str, str],
+        core: int | None,
+        name: str,
+        port: int | None = None,
+    ) -> None:
         self.name = name
+        self.fixed_port = port
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -80,6 +97,8 @@ class Process:
             match = pattern.search(self.log_path.read_text())
             if match:
                 return int(match.group(1))
+            if self.fixed_port is not None and _listening(self.fixed_port):
+                return self.fixed_port
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
 
@@ -120,10 +139,19 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "BENCH_LAYER": layer,
         "BENCH_REDIS_URL": redis_url,
+        "BENCH_GC_LOG": os.environ.get("BENCH_GC_LOG", ""),
         "BENCH_DB": str(Path(tempfile.gettempdir()) / f"signalr_groups_bench_{os.getpid()}.sqlite3"),
     }
-    uvicorn_pattern = r"running on http://127\.0\.0\.1:(\d+)"
-    uvicorn_flags = ["--host", "127.0.0.1", "--port", "0", "--ws-per-message-deflate", "false", "--no-access-log"]
+    # uvicorn: no per-connection INFO lines (access logs off for every server); then it cannot report the port
+    # it picked, so it gets a free one (free_port() races only with other processes binding port 0 meanwhile).
+    port: int | None = None
+    uvicorn_pattern = r"(?!)(\d+)"  # never matches: wait for the port to accept instead
+    if kind in ("uvicorn", "socketio"):
+        port = free_port()
+    uvicorn_flags = [
+        "--host", "127.0.0.1", "--port", str(port), "--ws-per-message-deflate", "false", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
     if kind == "uvicorn":
         command = [sys.executable, "-m", "uvicorn", "bench.asgi:application", *uvicorn_flags]
         pattern = uvicorn_pattern
@@ -138,7 +166,7 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
         pattern = r"listening on 127\.0\.0\.1:(\d+)"
     else:
         raise ValueError(kind)
-    return Process(command, pattern, env, core, kind)
+    return Process(command, pattern, env, core, kind, port)
 
 
 def start_redis() -> Process:

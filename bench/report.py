@@ -103,3 +103,197 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _range(values: list[float | None], digits: int = 1) -> str:
+    present = [value for value in values if value is not None]
+    if not present:
+        return "n/a"
+    low, high = min(present), max(present)
+    fmt = f"{{:,.{digits}f}}"
+    return fmt.format(low) if fmt.format(low) == fmt.format(high) else f"{fmt.format(low)}–{fmt.format(high)}"
+
+
+def _step_rows(runs: list[dict[str, Any]], name: str, key: str = "") -> list[str]:
+    rows = []
+    impls: list[str] = []
+    for run in runs:
+        for impl in run["scenarios"].get(name, {}):
+            if impl not in impls:
+                impls.append(impl)
+    for impl in impls:
+        per_run = [run["scenarios"].get(name, {}).get(impl, {}).get("steps", []) for run in runs]
+        labels: list[tuple[Any, float]] = []
+        for steps in per_run:
+            for step in steps:
+                label = (step.get(key) if key else None, step["offered_per_s"])
+                if label not in labels:
+                    labels.append(label)
+        for label in labels:
+            matched = [
+                next((s for s in steps if (s.get(key) if key else None, s["offered_per_s"]) == label), None)
+                for steps in per_run
+            ]
+            found = [s for s in matched if s is not None]
+            bound = " (client-bound)" if any(s.get("client_bound") for s in found) else ""
+            sat = " (saturated)" if any(s.get("saturated") or s["ratio"] < 0.999 for s in found) else ""
+            head = f"| {impl} | " + (f"{label[0]} | " if key else "") + f"{label[1]:g} | "
+            rows.append(
+                head
+                + " | ".join(
+                    [
+                        _range([s["offered_deliveries_per_s"] for s in found], 0),
+                        _range([s["delivered_per_s"] for s in found], 0) + bound,
+                        _range([s["ratio"] for s in found], 4) + sat,
+                        _range([s["lat_ms"]["p50"] for s in found]),
+                        _range([s["lat_ms"]["p99"] for s in found]),
+                        _range([s["fanout_ms"]["p99"] for s in found]),
+                        _range([s["server_cpu_us_per_delivery"] for s in found]),
+                        _range([s["client_cpu_cores"] for s in found], 2),
+                    ]
+                )
+                + " |"
+            )
+    return rows
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """The measured tables of docs/performance.md, as ranges over ``runs``."""
+    lines: list[str] = []
+    first = runs[0]
+    host = first["host"]
+    lines.append(
+        f"Runs: {len(runs)} full runs ({', '.join(run['started'] + ' @ ' + run['git_sha'] for run in runs)}), "
+        f"{_range([run['seconds'] for run in runs], 0)} s each. Machine: {host['nproc']} cores, {host['cpu_model']}, "
+        f"Linux {host['kernel']}, Python {host['python']}, {host['mem_gib']} GiB; server pinned to core "
+        f"{(host.get('pinning') or {}).get('server', '-')}, load generator (and Redis) to core {(host.get('pinning') or {}).get('client', '-')}. "
+        "Ranges are min–max over the runs."
+    )
+    lines += ["", "### Targets", "", "| target | value | holds |", "|---|---|---|"]
+    names: list[str] = []
+    for run in runs:
+        for target in run["targets"]:
+            if target["name"] not in names:
+                names.append(target["name"])
+    for name in names:
+        found = [t for run in runs for t in run["targets"] if t["name"] == name]
+        holds = sum(1 for t in found if t["holds"])
+        verdict = "yes" if holds == len(found) else ("no" if holds == 0 else f"{holds} of {len(found)} runs")
+        lines.append(
+            f"| {name} ({found[0]['detail'].split(';')[0]}) | {_range([t['value'] for t in found], 2)} | {verdict} |"
+        )
+    header = "| offered deliveries/s | delivered/s | delivery ratio | p50 ms | p99 ms | p99 to last recipient ms | server CPU µs/delivery | client CPU (cores) |"
+    sep = "|---|---|---|---|---|---|---|---|---|---|"
+    for name, title, key, label in (
+        ("echo", "S1 RPC echo (200 connections; one completion per invocation)", "", "invocations/s"),
+        ("broadcast", "S2 broadcast to all (1,000 connections)", "", "sends/s"),
+        (
+            "groups",
+            "S3 groups: 100 × 10, 10 × 100, 1 × 1,000, 1 × 4,000 members, ~4,000 offered deliveries/s",
+            "group_size",
+            "sends/s",
+        ),
+        ("users", "S4 send to a user with N devices (100 users)", "devices", "user-sends/s"),
+        ("churn", "S5 join/leave churn (500 connections, 50 groups; one ack per op)", "", "ops/s"),
+        ("scaleout", "S7 scale-out: 2 processes on one Redis, 1,000-member group split over both", "", "sends/s"),
+    ):
+        rows = _step_rows(runs, name, key)
+        if not rows:
+            continue
+        lines += ["", f"### {title}", ""]
+        lines.append(f"| impl | {'size/devices | ' if key else ''}{label} " + header)
+        lines.append(sep + ("---|" if key else ""))
+        lines += rows
+        if name == "groups":
+            lines += ["", "Max throughput on one 1,000-member group (offered 40 sends/s = 40,000 deliveries/s):", ""]
+            lines += [
+                "| impl | delivered/s | delivery ratio | server CPU µs/delivery | client-bound |",
+                "|---|---|---|---|---|",
+            ]
+            for impl in runs[0]["scenarios"].get("groups", {}):
+                found = [run["scenarios"]["groups"].get(impl, {}).get("max_1000") for run in runs]
+                top = [s for s in found if s]
+                if top:
+                    lines.append(
+                        f"| {impl} | {_range([s['delivered_per_s'] for s in top], 0)} | {_range([s['ratio'] for s in top], 3)} | "
+                        f"{_range([s['server_cpu_us_per_delivery'] for s in top])} | {'yes' if any(s['client_bound'] for s in top) else 'no'} |"
+                    )
+            lines += ["", "Joins (open-loop JoinGroup with ack, 4,000/s offered):", ""]
+            lines += ["| impl | group size | joins | joins/s | p99 ms |", "|---|---|---|---|---|"]
+            for impl in runs[0]["scenarios"].get("groups", {}):
+                for index, join in enumerate(runs[0]["scenarios"]["groups"][impl].get("joins", [])):
+                    found = [
+                        run["scenarios"]["groups"].get(impl, {}).get("joins", [])[index : index + 1] for run in runs
+                    ]
+                    joins = [j[0] for j in found if j]
+                    lines.append(
+                        f"| {impl} | {join['size']} | {join['expected']} | {_range([j['delivered_per_s'] for j in joins], 0)} | {_range([j['lat_ms']['p99'] for j in joins])} |"
+                    )
+        if name == "churn":
+            lines += ["", "Final membership (every group probed once; each member must get it exactly once):", ""]
+            lines += [
+                "| impl | pairs expected | missing | unexpected | duplicates | correct |",
+                "|---|---|---|---|---|---|",
+            ]
+            for impl in runs[0]["scenarios"].get("churn", {}):
+                checks = [run["scenarios"]["churn"].get(impl, {}).get("membership") for run in runs]
+                ok = [c for c in checks if c]
+                lines.append(
+                    f"| {impl} | {_range([c['expected_pairs'] for c in ok], 0)} | {_range([c['missing'] for c in ok], 0)} | "
+                    f"{_range([c['unexpected'] for c in ok], 0)} | {_range([c['duplicates'] for c in ok], 0)} | {'yes' if all(c['ok'] for c in ok) else 'NO'} |"
+                )
+    lines += ["", "### S6 connect rate and idle connections (one server process)", ""]
+    lines += [
+        "| impl | connections | connects/s | RSS MiB | KiB per connection | idle CPU % of a core |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl in runs[0]["scenarios"].get("idle", {}):
+        count = len(runs[0]["scenarios"]["idle"][impl].get("plateaus", []))
+        for index in range(count):
+            found = [
+                p
+                for run in runs
+                for p in run["scenarios"].get("idle", {}).get(impl, {}).get("plateaus", [])[index : index + 1]
+            ]
+            lines.append(
+                f"| {impl} | {found[0]['connections']:,} | {_range([p['connects_per_s'] for p in found], 0)} | {_range([p['rss_mib'] for p in found])} | "
+                f"{_range([p['kib_per_conn'] for p in found])} | {_range([p['idle_cpu_percent_of_core'] for p in found], 2)} |"
+            )
+    revocations = [run["scenarios"].get("revocation") for run in runs]
+    found_rev = [r for r in revocations if r]
+    if found_rev:
+        lines += [
+            "",
+            "### Revocation (5 devices of one user, hub on daphne with the test project)",
+            "",
+            f"p50 {_range([r['ms_p50'] for r in found_rev])} ms, p99 {_range([r['ms_p99'] for r in found_rev])} ms, "
+            f"max {_range([r['ms_max'] for r in found_rev])} ms over {found_rev[0]['rounds']} rounds per run "
+            "(admin-side revoke request sent → last device received `GroupAccessRevoked`).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """``python -m bench.report RUN.json [RUN.json ...]``: fill docs/performance.md and copy the plots of the last run."""
+    import argparse
+    import json
+
+    from bench.procs import ROOT
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--docs", default=str(ROOT / "docs" / "performance.md"))
+    parser.add_argument("--plots", default=str(ROOT / "docs" / "bench"))
+    args = parser.parse_args()
+    runs = [json.loads(Path(path).read_text()) for path in args.runs]
+    docs = Path(args.docs)
+    text = docs.read_text() if docs.exists() else "<!-- bench:begin -->\n<!-- bench:end -->\n"
+    head, rest = text.split("<!-- bench:begin -->", 1)
+    tail = rest.split("<!-- bench:end -->", 1)[1]
+    docs.write_text(head + "<!-- bench:begin -->\n" + markdown(runs) + "<!-- bench:end -->" + tail)
+    plot_run(runs[-1], Path(args.plots))
+    print(f"wrote {docs} and plots in {args.plots}")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench.client import Conn, Pool, open_loop, payload, percentile, self_cpu
@@ -36,16 +36,17 @@ class Sizes:
     user_devices: tuple[int, ...] = (1, 5, 20)
     users: int = 100
     user_rates: tuple[int, ...] = (100, 500)
+    user_other_rates: tuple[int, ...] = (500,)
     churn_conns: int = 500
     churn_groups: int = 50
     churn_rates: tuple[int, ...] = (500, 1000, 2000)
     idle_plateaus: tuple[int, ...] = (2000, 10000)
-    idle_window_seconds: float = 10.0
-    idle_pause_seconds: float = 2.0
+    idle_window_seconds: float = 6.0
+    idle_pause_seconds: float = 1.0
     scaleout_conns: int = 1000
     scaleout_rates: tuple[int, ...] = (5, 10, 20)
     revocation_rounds: int = 50
-    impls: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    settle_sample_seconds: float = 0.3
 
 
 def full_sizes() -> Sizes:
@@ -56,8 +57,9 @@ def full_sizes() -> Sizes:
 def quick_sizes() -> Sizes:
     """CI smoke run: tiny sizes, low rates (delivery must be complete), < 60 s."""
     return Sizes(
-        step_seconds=0.6,
-        warmup_seconds=0.1,
+        step_seconds=0.3,
+        warmup_seconds=0.05,
+        settle_sample_seconds=0.1,
         drain_seconds=5.0,
         echo_conns=10,
         echo_rates=(100,),
@@ -69,6 +71,7 @@ def quick_sizes() -> Sizes:
         user_devices=(1, 3),
         users=5,
         user_rates=(50,),
+        user_other_rates=(50,),
         churn_conns=20,
         churn_groups=5,
         churn_rates=(100,),
@@ -111,8 +114,10 @@ class Bench:
         return self.pool.conns
 
     async def connect(self, count: int, query: Callable[[int], str] | None = None, server: int = 0) -> float:
-        """Open ``count`` connections to server ``server``; handshakes per second."""
-        return await self.pool.add(self.bases[server], self.path, count, query)
+        """Open ``count`` connections to server ``server``; handshakes per second. Then let the server settle."""
+        rate = await self.pool.add(self.bases[server], self.path, count, query)
+        await self.settle(5.0)
+        return rate
 
     def server_cpu(self) -> float:
         """CPU seconds of all server processes."""
@@ -124,13 +129,13 @@ class Bench:
             if not proc.alive():
                 raise RuntimeError(f"{self.impl}: server exited:\n{proc.log_tail()}")
 
-    async def settle(self, limit: float = 10.0) -> None:
+    async def settle(self, limit: float = 6.0) -> None:
         """Wait (bounded) until the servers are nearly idle: the backlog of a saturated step is gone."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            before = self.server_cpu()
-            await asyncio.sleep(0.3)
-            if (self.server_cpu() - before) / 0.3 < 0.15:
+            before, sample = self.server_cpu(), self.sizes.settle_sample_seconds
+            await asyncio.sleep(sample)
+            if (self.server_cpu() - before) / sample < 0.15:
                 return
 
     async def step(
@@ -141,6 +146,7 @@ class Bench:
         *,
         seconds: float | None = None,
         track_pairs: bool = False,
+        drain: float | None = None,
         label: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One open-loop step: ``fire(seq, scheduled_ns, i)`` ``rate`` times a second; ``recipients(i)`` each."""
@@ -161,7 +167,7 @@ class Bench:
         await open_loop(rate, count, send)
         sent = time.monotonic()
         last, last_change = -1, sent
-        while sink.count < expected and time.monotonic() - sent < sizes.drain_seconds:
+        while sink.count < expected and time.monotonic() - sent < (drain or sizes.drain_seconds):
             await asyncio.sleep(0.02)
             if sink.count != last:
                 last, last_change = sink.count, time.monotonic()
@@ -284,7 +290,10 @@ async def groups(bench: Bench) -> dict[str, Any]:
         async def fire(seq: int, scheduled: int, i: int, names: list[str] = names) -> None:
             await conns[i % 4].call("SendToGroup", names[i % len(names)], payload(seq, scheduled))
 
-        step = await bench.step(rate, fire, constant(size), label={"group_size": size, "groups": count})
+        seconds = max(sizes.step_seconds, 3 / rate)  # at least 3 sends to the biggest group
+        step = await bench.step(
+            rate, fire, constant(size), seconds=seconds, label={"group_size": size, "groups": count}
+        )
         out["steps"].append(step)
         await bench.settle()
         if size == 1000 and sizes.group_max_rate:
@@ -307,7 +316,7 @@ async def users(bench: Bench) -> dict[str, Any]:
         async def fire(seq: int, scheduled: int, i: int, d: int = devices) -> None:
             await conns[i % 4].call("SendToUser", f"d{d}-{i % sizes.users}", payload(seq, scheduled))
 
-        for rate in sizes.user_rates:
+        for rate in sizes.user_rates if devices == 5 else sizes.user_other_rates:
             step = await bench.step(rate, fire, constant(devices), track_pairs=True, label={"devices": devices})
             pairs = step.pop("_pairs", {})
             step["duplicates"] = sum(1 for value in pairs.values() if value > 1)
@@ -345,7 +354,7 @@ async def churn(bench: Bench) -> dict[str, Any]:
     async def probe(seq: int, scheduled: int, i: int) -> None:
         await conns[0].call("SendToGroup", f"c{i}", payload(seq, scheduled))
 
-    check = await bench.step(200, probe, lambda i: sizes_by_group[i], seconds=g / 200, track_pairs=True)
+    check = await bench.step(200, probe, lambda i: sizes_by_group[i], seconds=g / 200, track_pairs=True, drain=30.0)
     pairs = check.pop("_pairs", {})
     first = bench.next_seq - g
     got = {(conn, seq - first) for (conn, seq), times in pairs.items() if times == 1}

@@ -56,3 +56,24 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"signalr_groups": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+if os.environ.get("BENCH_GC_LOG"):  # diagnostics: log every garbage-collector pause over 5 ms to stderr
+    import gc
+    import sys
+    import time
+
+    _gc_started: list[float] = [0.0]
+
+    def _gc_timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+            return
+        pause = (time.perf_counter() - _gc_started[0]) * 1000
+        if pause > 5:
+            print(
+                f"gc generation {info['generation']} paused {pause:.1f} ms, collected {info['collected']}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    gc.callbacks.append(_gc_timer)

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -80,13 +81,47 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+PROFILE = False
+
+
+def start_profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy (when installed) sampling a server: collapsed stacks in bench/results/profiles/."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not PROFILE or not spy.exists():
+        return None
+    folder = RESULTS / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking"]
+    return subprocess.Popen(
+        [*command, "--output", str(folder / f"{name}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
+    """SIGINT makes py-spy write its output; then wait for it (by PID)."""
+    if spy is None or spy.poll() is not None:
+        return
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(10)
+
+
 async def run_one(name: str, impl: str, sizes: Sizes, layer: str = "memory", redis_url: str = "") -> dict[str, Any]:
     """One scenario against one implementation, on fresh server processes stopped afterwards."""
     started = time.monotonic()
     bench = Bench(impl, sizes, layer, redis_url, servers=2 if name == "scaleout" else 1)
+    spies = [
+        start_profiler(proc.pid, f"{name}-{impl}{'@' + layer if layer != 'memory' else ''}-{index}")
+        for index, proc in enumerate(bench.procs)
+    ]
     try:
         result = await SCENARIOS[name](bench)
     finally:
+        for spy in spies:
+            stop_profiler(spy)
         bench.stop()
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -162,7 +197,12 @@ def main() -> None:
     parser.add_argument("--impls", default="", help="comma-separated implementations (" + ",".join(ALL_IMPLS) + ")")
     parser.add_argument("--out", default="", help="JSON output path (default bench/results/run-<time>.json)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample each server with py-spy (bench/results/profiles/)"
+    )
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     sizes = quick_sizes() if args.quick else full_sizes()
     nofile = raise_nofile()
     if pinning_available():

@@ -236,7 +236,7 @@ class HubConnection:
     async def handshake(
         self, receive: ASGIReceive, reader: RecordReader
     ) -> tuple[list[str], ProtocolError | None] | None:
-        """Read and answer the handshake; return the records that followed it (and a size error), or None."""
+        """Read and check the handshake (``run`` answers it); return the records that followed it, or None."""
         deadline = time.monotonic() + self.settings.handshake_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -261,8 +261,6 @@ class HubConnection:
                 except HandshakeError as exc:
                     await self._send_raw_and_close(write_handshake_error(str(exc)))
                     return None
-                await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
-                self.last_write = self.last_receive = time.monotonic()
                 return records[1:], error
             if error is not None:
                 await self._send_raw_and_close(write_handshake_error("Handshake was canceled."))
@@ -296,7 +294,6 @@ class HubConnection:
         handshake = await self.handshake(receive, reader)
         if handshake is None:
             return
-        self._writer = asyncio.ensure_future(self._write_loop())
         registered = connected = False
         try:
             try:
@@ -304,7 +301,7 @@ class HubConnection:
                 registered = True
             except Exception as exc:
                 logger.exception("signalr_groups: could not register %s (channel layer down?)", self.connection_id)
-                self._begin_close(GENERIC_CLOSE_ERROR, True, exc)
+                self._begin_close(f"{GENERIC_CLOSE_ERROR} The server cannot reach its channel layer; retry.", True, exc)
             # A logout or password change that committed between the authentication check and
             # registration found no connection to close: look again now that we are reachable.
             check = self._credential_check
@@ -316,6 +313,13 @@ class HubConnection:
                     await join_stored_groups(self.manager, self.connection_id, self.user_identifier)
                 except Exception:
                     logger.exception("signalr_groups: %s could not rejoin its user's groups", self.connection_id)
+            # Answer the handshake only now that the connection is reachable (its user's and
+            # account's groups, its stored groups): a send, a revocation or a "disconnect
+            # everywhere" issued once the client's start() returned cannot miss it. Anything
+            # already queued (a Close, say) follows the answer.
+            await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
+            self.last_write = self.last_receive = time.monotonic()
+            self._writer = asyncio.ensure_future(self._write_loop())
             if not self._closing:
                 try:
                     await self._call_lifecycle("on_connected")

@@ -27,7 +27,7 @@ async def test_layer_failure_at_connect_closes_with_reconnect_and_registers_noth
     flaky_layer.fail_add = True
     client = HubClient(user=FakeUser("frank"))
     await client.connect()
-    await client.assert_closed("Connection closed with an error.")
+    await client.assert_closed("Connection closed with an error. The server cannot reach its channel layer; retry.")
     manager = get_manager("interop")
     assert manager is None or (manager.connections == {} and manager.users == {})
 

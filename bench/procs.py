@@ -140,6 +140,7 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
         "BENCH_LAYER": layer,
         "BENCH_REDIS_URL": redis_url,
         "BENCH_GC_LOG": os.environ.get("BENCH_GC_LOG", ""),
+        "BENCH_TRACEMALLOC": os.environ.get("BENCH_TRACEMALLOC", ""),
         "BENCH_DB": str(Path(tempfile.gettempdir()) / f"signalr_groups_bench_{os.getpid()}.sqlite3"),
     }
     # uvicorn: no per-connection INFO lines (access logs off for every server); then it cannot report the port

@@ -23,7 +23,7 @@ CLIENT_BOUND = 0.85
 class Sizes:
     """Scenario sizes: the full suite or the CI smoke run."""
 
-    step_seconds: float = 2.0
+    step_seconds: float = 1.5
     warmup_seconds: float = 0.5
     drain_seconds: float = 4.0
     echo_conns: int = 200
@@ -41,7 +41,7 @@ class Sizes:
     churn_groups: int = 50
     churn_rates: tuple[int, ...] = (500, 1000, 2000)
     idle_plateaus: tuple[int, ...] = (2000, 10000)
-    idle_window_seconds: float = 6.0
+    idle_window_seconds: float = 15.0  # one whole keep-alive cycle (pings every 15 s each way)
     idle_pause_seconds: float = 1.0
     scaleout_conns: int = 1000
     scaleout_rates: tuple[int, ...] = (5, 10, 20)
@@ -129,7 +129,7 @@ class Bench:
             if not proc.alive():
                 raise RuntimeError(f"{self.impl}: server exited:\n{proc.log_tail()}")
 
-    async def settle(self, limit: float = 6.0) -> None:
+    async def settle(self, limit: float = 4.0) -> None:
         """Wait (bounded) until the servers are nearly idle: the backlog of a saturated step is gone."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
@@ -381,7 +381,9 @@ async def idle(bench: Bench) -> dict[str, Any]:
         rate = await bench.connect(target - (len(bench.conns) - 10))
         await asyncio.sleep(sizes.idle_pause_seconds)
         cpu_before, started = proc.cpu(), time.monotonic()
-        await asyncio.sleep(sizes.idle_window_seconds)
+        await asyncio.sleep(
+            sizes.idle_window_seconds if target == sizes.idle_plateaus[-1] else sizes.idle_window_seconds / 5
+        )
         cpu = (proc.cpu() - cpu_before) / (time.monotonic() - started)
         rss = proc.rss()
         bench.check_alive()

@@ -77,3 +77,21 @@ if os.environ.get("BENCH_GC_LOG"):  # diagnostics: log every garbage-collector p
             )
 
     gc.callbacks.append(_gc_timer)
+
+if os.environ.get("BENCH_TRACEMALLOC"):  # diagnostics: SIGUSR1 prints the top allocation sites to stderr
+    import signal
+    import sys
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
+
+    def _dump(signum: int, frame: object) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        for stat in snapshot.statistics("traceback" if int(os.environ["BENCH_TRACEMALLOC"]) > 1 else "lineno")[:40]:
+            print(
+                f"{stat.size / 1024:10.0f} KiB {stat.count:8d} blocks  {stat.traceback.format()[-1].strip()}",
+                file=sys.stderr,
+            )
+        print("tracemalloc-done", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGUSR1, _dump)

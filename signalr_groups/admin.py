@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -165,6 +166,11 @@ class LiveConnectionAdmin(LiveAdminBase):
         """Connections are made by clients, not here."""
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        """Only the list page: there is no table behind this model, so no change or history pages."""
+        info = self.opts.app_label, self.opts.model_name
+        return [path("", self.admin_site.admin_view(self.changelist_view), name=f"{info[0]}_{info[1]}_changelist")]
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Disconnecting is a POST on the list page (needs the change permission)."""
         return False
@@ -186,7 +192,7 @@ class LiveConnectionAdmin(LiveAdminBase):
         user = request.GET.get("user") or None
         group = request.GET.get("group") or None
         connections = get_hub_context(hub).sync.get_connections(user=user, group=group) if hub else []
-        per_user = Counter(info.user or _("(anonymous)") for info in connections)
+        per_user = Counter(info.user for info in connections)
         group_connections: Counter[str] = Counter()
         group_users: dict[str, set[str]] = {}
         for info in connections:
@@ -203,7 +209,7 @@ class LiveConnectionAdmin(LiveAdminBase):
             "user_filter": user or "",
             "group_filter": group or "",
             "connections": [(info, datetime.fromtimestamp(info.connected_at, tz=UTC)) for info in connections],
-            "per_user": sorted(per_user.items()),
+            "per_user": sorted(per_user.items(), key=lambda item: (item[0] is None, item[0] or "")),
             "per_group": sorted(
                 (name, count, len(group_users.get(name, ()))) for name, count in group_connections.items()
             ),
@@ -217,7 +223,7 @@ class LiveConnectionAdmin(LiveAdminBase):
         from signalr_groups.hub_context import get_hub_context
 
         context = get_hub_context(hub).sync
-        reason = f"Disconnected by an administrator ({request.user})."
+        reason = "Disconnected by an administrator."
         connection_id = request.POST.get("connection_id")
         user = request.POST.get("user")
         if connection_id:

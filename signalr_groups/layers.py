@@ -58,7 +58,8 @@ def build_redis_layer(url: str, kind: str) -> Any:
         return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 10}], capacity=REDIS_CORE_CAPACITY)
     from channels_redis.pubsub import RedisPubSubChannelLayer
 
-    return RedisPubSubChannelLayer(hosts=[url])
+    # Timeouts, so that a send during a network partition fails instead of hanging.
+    return RedisPubSubChannelLayer(hosts=[{"address": url, "socket_connect_timeout": 5, "socket_timeout": 10}])
 
 
 def is_redis_core(layer: Any) -> bool:
@@ -82,6 +83,10 @@ def shared_redis_url() -> str | None:
     hosts = (config.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
     host = hosts[0]
     address = host.get("address") if isinstance(host, dict) else host
+    if isinstance(address, (tuple, list)) and len(address) == 2:  # ("127.0.0.1", 6379), as the docs show
+        return f"redis://{address[0]}:{address[1]}"
+    if isinstance(host, dict) and "host" in host:
+        return f"redis://{host['host']}:{host.get('port', 6379)}/{host.get('db', 0)}"
     return address if isinstance(address, str) else None
 
 
@@ -97,22 +102,29 @@ def redis_client(url: str) -> Any:
     return client
 
 
+async def redis_now(client: Any) -> float:
+    """Redis's own clock (``TIME``): heartbeats compare times written by different hosts."""
+    seconds, microseconds = await client.time()
+    return float(seconds) + float(microseconds) / 1_000_000
+
+
 async def mark_alive(channel: str) -> None:
-    """Record that the manager owning ``channel`` is alive (called from its heartbeat)."""
+    """Record that the manager owning ``channel`` is alive (its liveness loop calls this)."""
     url = shared_redis_url()
     if url is None:
         return
     client = redis_client(url)
-    now = time.time()
+    now = await redis_now(client)
     await client.zadd(ALIVE_KEY, {channel: now})
     await client.zremrangebyscore(ALIVE_KEY, "-inf", now - 24 * 3600)
 
 
 async def mark_gone(channel: str) -> None:
-    """Forget a manager channel that stopped cleanly."""
+    """Record that a manager channel stopped cleanly: dead at once (not "unknown", which counts as live)."""
     url = shared_redis_url()
     if url is not None:
-        await redis_client(url).zrem(ALIVE_KEY, channel)
+        client = redis_client(url)
+        await client.zadd(ALIVE_KEY, {channel: await redis_now(client) - DEAD_AFTER - 1})
 
 
 async def dead_channels() -> set[str]:
@@ -120,19 +132,24 @@ async def dead_channels() -> set[str]:
     url = shared_redis_url()
     if url is None:
         return set()
-    now = time.time()
-    names = await redis_client(url).zrangebyscore(ALIVE_KEY, now - 24 * 3600, now - DEAD_AFTER)
+    client = redis_client(url)
+    now = await redis_now(client)
+    names = await client.zrangebyscore(ALIVE_KEY, now - 24 * 3600, now - DEAD_AFTER)
     return {name.decode() if isinstance(name, bytes) else str(name) for name in names}
 
 
 async def _live_channels(layer: Any, group: str, channels: frozenset[str]) -> frozenset[str]:
-    """Leave out channels of processes that stopped heartbeating; drop the long-dead ones from the group."""
-    url = shared_redis_url()
-    if url is None or not channels:
+    """Leave out channels of processes that stopped heartbeating; drop the long-dead ones from the group.
+
+    Runs in whatever event loop asks (a sync view's ``async_to_sync`` makes a new one each
+    time), so it borrows the layer's own per-loop connection rather than a client of ours.
+    """
+    if not channels or shared_redis_url() is None:
         return channels
     ordered = sorted(channels)
-    scores = await redis_client(url).zmscore(ALIVE_KEY, ordered)
-    now = time.time()
+    connection = layer.connection(0)  # the first host, which also holds the heartbeats
+    scores = await connection.zmscore(ALIVE_KEY, ordered)
+    now = await redis_now(connection)
     live: set[str] = set()
     for channel, score in zip(ordered, scores, strict=True):
         if score is None or score >= now - ALIVE_WINDOW:

@@ -18,6 +18,7 @@ import os
 import secrets
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, Final, Protocol
 
 from channels.db import database_sync_to_async
@@ -132,6 +133,12 @@ class HubLifetimeManager:
         self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         #: Channels of dead processes already removed from this manager's layer groups.
         self._pruned: set[str] = set()
+        #: Layer groups whose leave failed (layer down): left again once the layer is back.
+        self._failed_leaves: set[str] = set()
+        self._recovery = asyncio.Lock()
+        self._layer_generation = 0
+        #: Bumped per user by each user-scoped group change (see user_groups.join_stored_groups).
+        self.user_group_revision: dict[str, int] = {}
         #: Set by a connection whose outbox passed a quarter of its bound; senders then yield.
         self.pressure = False
         self._last_yield = time.monotonic()
@@ -160,15 +167,22 @@ class HubLifetimeManager:
 
     async def _start(self) -> None:
         if self.layer is not None:
-            self.channel_name = await self.layer.new_channel()
+            channel = self.channel_name = await self.layer.new_channel()
             try:
-                await mark_alive(self.channel_name)
-                await self.layer.group_add(self.all_group, self.channel_name)
+                await mark_alive(channel)
+                await self.layer.group_add(self.all_group, channel)
             except BaseException:
-                self.channel_name = None  # the next connection starts afresh
+                self.channel_name = None  # the next connection starts afresh, leaving nothing behind
+                from signalr_groups.sending import release_channel
+
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(self.all_group, channel)
+                with contextlib.suppress(Exception):
+                    await release_channel(self.layer, channel)
                 raise
             self._joined.add(self.all_group)
             self._tasks.append(asyncio.ensure_future(self._receive_loop()))
+            self._tasks.append(asyncio.ensure_future(self._liveness_loop()))
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
         self._running = True
 
@@ -181,12 +195,13 @@ class HubLifetimeManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.layer is not None and self.channel_name is not None:
-            for group in list(self._joined):
+            for group in [*self._joined, *self._failed_leaves]:
                 with contextlib.suppress(Exception):
                     await self.layer.group_discard(group, self.channel_name)
             with contextlib.suppress(Exception):
                 await mark_gone(self.channel_name)
         self._joined.clear()
+        self._failed_leaves.clear()
         self.channel_name = None
 
     async def connect(self, connection: LocalConnection) -> None:
@@ -254,6 +269,8 @@ class HubLifetimeManager:
                     emptied.append((kind, key))
                     if kind == "account":
                         self._access_revision.pop(key, None)
+                    else:
+                        self.user_group_revision.pop(key, None)
         for kind, name in emptied:
             await self._sync_quietly(kind, name)
         if not self.connections:
@@ -426,37 +443,48 @@ class HubLifetimeManager:
         except Exception:
             logger.exception("signalr_groups: leaving the channel-layer group of %s %r failed", kind, name)
 
-    async def _sync_layer_group(self, kind: str, name: str) -> None:
-        """Make this process's layer membership match the local registry (serialized per group)."""
-        if self.layer is None:
-            return
-        # Account groups are shared by every hub: revoking an account reaches all of them at once.
-        layer_group = layer_group_name("" if kind == "account" else self.hub_key, kind, name)
+    @contextlib.asynccontextmanager
+    async def _layer_group_lock(self, layer_group: str) -> AsyncIterator[None]:
+        """Serialize this process's joins and leaves of one layer group."""
         entry = self._layer_locks.get(layer_group)
         if entry is None:
             entry = self._layer_locks[layer_group] = _LockEntry()
         entry.users += 1
         try:
             async with entry.lock:
-                channel = self.channel_name
-                if channel is None:
-                    return
-                # Read the wish under the lock: the registry may have changed while we waited.
-                wanted = name in {"group": self.groups, "user": self.users, "account": self.accounts}[kind]
-                joined = layer_group in self._joined
-                if wanted and not joined:
-                    await self.layer.group_add(layer_group, channel)
-                    if self.channel_name == channel:
-                        self._joined.add(layer_group)
-                    else:  # the manager stopped meanwhile: do not leave a dead channel behind
-                        await self.layer.group_discard(layer_group, channel)
-                elif not wanted and joined:
-                    await self.layer.group_discard(layer_group, channel)
-                    self._joined.discard(layer_group)
+                yield
         finally:
             entry.users -= 1
             if entry.users == 0:
                 self._layer_locks.pop(layer_group, None)
+
+    async def _sync_layer_group(self, kind: str, name: str) -> None:
+        """Make this process's layer membership match the local registry (serialized per group)."""
+        if self.layer is None:
+            return
+        # Account groups are shared by every hub: revoking an account reaches all of them at once.
+        layer_group = layer_group_name("" if kind == "account" else self.hub_key, kind, name)
+        async with self._layer_group_lock(layer_group):
+            channel = self.channel_name
+            if channel is None:
+                return
+            # Read the wish under the lock: the registry may have changed while we waited.
+            wanted = name in {"group": self.groups, "user": self.users, "account": self.accounts}[kind]
+            joined = layer_group in self._joined
+            if wanted and not joined:
+                await self.layer.group_add(layer_group, channel)
+                if self.channel_name == channel:
+                    self._joined.add(layer_group)
+                    self._failed_leaves.discard(layer_group)
+                else:  # the manager stopped meanwhile: do not leave a dead channel behind
+                    await self.layer.group_discard(layer_group, channel)
+            elif not wanted and joined:
+                self._joined.discard(layer_group)
+                try:
+                    await self.layer.group_discard(layer_group, channel)
+                except BaseException:
+                    self._failed_leaves.add(layer_group)  # retried once the layer is back
+                    raise
 
     # ------------------------------------------------------------------ delivery
 
@@ -506,6 +534,7 @@ class HubLifetimeManager:
         A connection refused by a restricted group's grant check stays out (logged); returns
         how many connections were handled.
         """
+        self.user_group_revision[user] = self.user_group_revision.get(user, 0) + 1
         handled = 0
         for connection_id in sorted(self.users.get(user, ())):
             try:
@@ -519,12 +548,12 @@ class HubLifetimeManager:
 
     def local_connections(self, user: str | None = None, group: str | None = None) -> list[dict[str, Any]]:
         """This manager's connections (of one user, or in one group) as plain dicts for listings."""
+        ids: Any = self.connections
         if user is not None:
-            ids: Any = self.users.get(user, ())
-        elif group is not None:
-            ids = self.groups.get(group, ())
-        else:
-            ids = self.connections
+            ids = self.users.get(user, set())
+        if group is not None:
+            in_group = self.groups.get(group, set())
+            ids = in_group if user is None else ids & in_group
         listing = []
         for connection_id in sorted(ids):
             connection = self.connections.get(connection_id)
@@ -616,30 +645,50 @@ class HubLifetimeManager:
                 logger.exception("signalr_groups: a channel-layer message could not be handled")
 
     async def _reassert_layer_groups(self) -> None:
-        """Join again every layer group this process should be in (a restarted Redis has forgotten them)."""
+        """Join again every layer group this process should be in (a restarted Redis has forgotten them).
+
+        Also retries the leaves that failed during the outage. Each group under its lock, so a
+        concurrent leave is never undone.
+        """
         channel = self.channel_name
         if channel is None:
             return
+        await mark_alive(channel)  # first: peers must not prune what we are about to re-add
         for group in list(self._joined):
-            await self.layer.group_add(group, channel)
-        await mark_alive(channel)
+            async with self._layer_group_lock(group):
+                if group in self._joined and self.channel_name == channel:
+                    await self.layer.group_add(group, channel)
+        for group in list(self._failed_leaves):
+            async with self._layer_group_lock(group):
+                if group not in self._joined:
+                    await self.layer.group_discard(group, channel)
+                self._failed_leaves.discard(group)
 
     async def _recover(self) -> None:
-        """After a layer failure: retry, with backoff, until the layer memberships are back."""
-        delay = 0.1
-        for attempt in itertools.count(1):
-            await asyncio.sleep(delay)
-            try:
-                await self._reassert_layer_groups()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt == 1 or attempt % 10 == 0:
-                    logger.warning("signalr_groups: the channel layer is still unreachable (%s); retrying", exc)
-                delay = min(delay * 2, 5.0)
-                continue
-            logger.warning("signalr_groups: the channel layer is back; this process rejoined its layer groups")
-            return
+        """After a layer failure: retry, with backoff, until the layer memberships are back.
+
+        The receive loop and the liveness loop may both notice an outage: one recovers, the
+        other waits for it.
+        """
+        generation = self._layer_generation
+        async with self._recovery:
+            if self._layer_generation != generation:
+                return  # recovered while we waited
+            delay = 0.1
+            for attempt in itertools.count(1):
+                await asyncio.sleep(delay)
+                try:
+                    await self._reassert_layer_groups()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempt == 1 or attempt % 10 == 0:
+                        logger.warning("signalr_groups: the channel layer is still unreachable (%s); retrying", exc)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self._layer_generation += 1
+                logger.warning("signalr_groups: the channel layer is back; this process rejoined its layer groups")
+                return
 
     async def handle_layer_message(self, message: dict[str, Any]) -> None:
         """Apply one message from the layer: a send, a group action, or an abort."""
@@ -723,17 +772,10 @@ class HubLifetimeManager:
                 future.set_result(message)
 
     async def _layer_heartbeat(self) -> None:
-        """Tell the other processes we are alive; on failure, recover as the receive loop does."""
+        """Tell the other processes we are alive; drop newly dead processes' channels from our groups."""
         if self.channel_name is None:
             return
-        try:
-            await mark_alive(self.channel_name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.warning("signalr_groups: the shared Redis is unreachable", exc_info=True)
-            await self._recover()
-            return
+        await mark_alive(self.channel_name)
         if is_redis_core(self.layer):
             # RedisChannelLayer keeps a dead process's channel in its groups (and fills it) until
             # group_expiry: take newly dead channels out of the groups this process is in.
@@ -743,9 +785,21 @@ class HubLifetimeManager:
                     await self.layer.group_discard(group, channel)
             self._pruned |= dead
 
+    async def _liveness_loop(self) -> None:
+        """Every ``ALIVE_INTERVAL``: the layer heartbeat; on a failure, recover. Never blocks the sweep."""
+        while True:
+            await asyncio.sleep(ALIVE_INTERVAL)
+            try:
+                await self._layer_heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("signalr_groups: the shared Redis is unreachable (%s)", exc)
+                await self._recover()
+
     async def _heartbeat_loop(self) -> None:
         settings = get_hub_settings()
-        last_refresh = last_alive = time.monotonic()
+        last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(settings.heartbeat_interval)
             now = time.monotonic()
@@ -759,9 +813,6 @@ class HubLifetimeManager:
                     await self._expire_group_access()
                 except Exception:
                     logger.exception("signalr_groups: expiring group access failed")
-            if self.layer is not None and now - last_alive >= ALIVE_INTERVAL:
-                last_alive = now
-                await self._layer_heartbeat()
             if self.layer is not None and now - last_refresh >= settings.layer_group_refresh_interval:
                 # channels-redis expires memberships after group_expiry: refresh the live ones.
                 last_refresh = now

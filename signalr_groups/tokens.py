@@ -95,6 +95,6 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
     key = "sgr.claim." + hashlib.sha256(token.encode()).hexdigest()[:40]
     try:
         return bool(await redis_client(url).set(key, b"1", nx=True, ex=int(max_age) + 2))
-    except Exception:
-        logger.warning("signalr_groups: could not record the connection token's use in Redis", exc_info=True)
+    except Exception as exc:
+        logger.warning("signalr_groups: could not record the connection token's use in Redis: %r", exc)
         return True

@@ -86,7 +86,13 @@ async def apply_user_group_everywhere(hub_key: str, action: str, user: str, grou
 
 
 async def join_stored_groups(manager: HubLifetimeManager, connection_id: str, user_id: str) -> list[str]:
-    """Add a new connection to its user's stored groups (restricted ones after a grant check); return them."""
+    """Add a new connection to its user's stored groups (restricted ones after a grant check); return them.
+
+    The connection is already registered, so a user-scoped change made meanwhile reaches it
+    directly; but a *removal* handled between our read and our join would be undone by the join:
+    if the user's groups changed while we joined, read again and leave what is no longer stored.
+    """
+    revision = manager.user_group_revision.get(user_id, 0)
     joined: list[str] = []
     for group in await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id):
         try:
@@ -96,4 +102,9 @@ async def join_stored_groups(manager: HubLifetimeManager, connection_id: str, us
             logger.info("signalr_groups: %s not rejoined to %r: %s", connection_id, group, exc)
         except HubError:
             logger.exception("signalr_groups: %s could not rejoin %r", connection_id, group)
+    if joined and manager.user_group_revision.get(user_id, 0) != revision:
+        stored = set(await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id))
+        for group in [group for group in joined if group not in stored]:
+            await manager.remove_local(connection_id, group)
+            joined.remove(group)
     return joined

@@ -383,7 +383,7 @@ def test_admin_lists_live_connections_and_disconnects_a_user(
 
     users.filter(has_text="carol").get_by_role("button", name="Disconnect every connection of carol").click()
     expect(admin.locator(".messagelist")).to_contain_text("Disconnected 1 connection(s) of carol.")
-    expect(carol.locator("#status")).to_contain_text("Disconnected by an administrator (admin).")
+    expect(carol.locator("#status")).to_contain_text("Disconnected by an administrator.")
     expect(carol.get_by_label("Message to Random")).to_be_disabled()
     # alice is untouched, and sees carol leave.
     expect(desktop.locator("#messages li.notice").last).to_have_text("carol left the room.")

@@ -139,3 +139,111 @@ async def test_a_live_process_removes_dead_processes_channels_from_its_groups(re
         finally:
             await manager.disconnect(member)
             await _close_layer(layer)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "url"),
+    [
+        ([("127.0.0.1", 6380)], "redis://127.0.0.1:6380"),
+        ([{"host": "127.0.0.1", "port": 6381}], "redis://127.0.0.1:6381/0"),
+        ([{"address": "redis://127.0.0.1:6382/2"}], "redis://127.0.0.1:6382/2"),
+        (["redis://127.0.0.1:6383"], "redis://127.0.0.1:6383"),
+    ],
+)
+def test_the_shared_redis_is_found_in_every_hosts_form_channels_redis_accepts(hosts, url):
+    layers = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": hosts}}}
+    with override_settings(CHANNEL_LAYERS=layers), _settings(REDIS_URL=""):
+        assert shared_redis_url() == url
+
+
+async def test_a_cleanly_stopped_process_is_dead_at_once_not_unknown(redis_url):
+    from signalr_groups.layers import mark_gone
+
+    layer = build_redis_layer(redis_url, "core")
+    with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
+        try:
+            gone = await layer.new_channel()
+            await layer.group_add("sgr.test.gone", gone)
+            await mark_alive(gone)
+            await mark_gone(gone)
+            quorum = await layer_group_quorum(layer, "sgr.test.gone")
+            assert quorum is not None and quorum.empty  # not waited for, and pruned from the group
+        finally:
+            await layer.flush()
+            await _close_layer(layer)
+
+
+class _CountingConnection:
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self.user_identifier: str | None = None
+        self.account_id: str | None = None
+        self.beats = 0
+
+    def deliver(self, record: str) -> None:
+        pass
+
+    def heartbeat(self, now: float) -> None:
+        self.beats += 1
+
+    def abort(self, error=None, allow_reconnect=None) -> None:
+        pass
+
+
+async def test_a_redis_outage_never_stops_the_keep_alive_sweep(monkeypatch):
+    import asyncio
+
+    from signalr_groups import lifetime
+
+    monkeypatch.setattr(lifetime, "ALIVE_INTERVAL", 0.05)
+    failures = {"left": 5}
+
+    async def flaky_heartbeat(self) -> None:
+        raise ConnectionError("Redis is down")
+
+    async def reassert(self) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("still down")
+
+    monkeypatch.setattr(lifetime.HubLifetimeManager, "_layer_heartbeat", flaky_heartbeat)
+    monkeypatch.setattr(lifetime.HubLifetimeManager, "_reassert_layer_groups", reassert)
+    with _settings(HEARTBEAT_INTERVAL=0.05):
+        manager = lifetime.get_manager("outage-hub", create=True)
+        assert manager is not None
+        connection = _CountingConnection("c1")
+        await manager.connect(connection)
+        try:
+            await asyncio.sleep(0.6)  # the liveness loop fails and recovers meanwhile
+            assert failures["left"] < 5  # recovery was attempted
+            assert connection.beats >= 6  # and the sweep kept its pace (pings, timeouts, expiries)
+            assert manager.running
+        finally:
+            await manager.disconnect(connection)
+
+
+async def test_a_removal_racing_a_new_connections_join_is_not_undone(transactional_db, monkeypatch):
+    from signalr_groups import user_groups
+    from signalr_groups.lifetime import get_manager
+    from signalr_groups.models import UserGroupMembership
+    from tests.test_fanout import FakeConnection
+
+    await UserGroupMembership.objects.acreate(hub="race-hub", group="project", user_identifier="alice")
+    manager = get_manager("race-hub", create=True)
+    assert manager is not None
+    connection = FakeConnection("c1", "alice")
+    await manager.connect(connection)
+    original_add = manager.add_local
+
+    async def add_after_a_removal(connection_id: str, group: str) -> bool:
+        # Another process removes alice from the group after our read, before our join.
+        await UserGroupMembership.objects.filter(user_identifier="alice").adelete()
+        await manager.apply_user_group("alice", group, "remove")
+        return await original_add(connection_id, group)
+
+    monkeypatch.setattr(manager, "add_local", add_after_a_removal)
+    try:
+        assert await user_groups.join_stored_groups(manager, "c1", "alice") == []
+        assert "project" not in manager.connection_groups["c1"]
+    finally:
+        await manager.disconnect(connection)

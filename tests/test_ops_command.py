@@ -51,3 +51,9 @@ def test_list_count_and_disconnect_from_a_management_command(redis_server_proces
     for name in ("alice1", "alice2"):
         node.wait_for(name, lambda events: any(event["target"] == "__closed__" for event in events))
     assert node.invoke("bob", "GetUserIdentifier") == "bob"
+
+
+def test_the_live_connections_admin_has_only_its_list_page(admin_client):
+    assert admin_client.get("/admin/signalr_groups/liveconnection/").status_code == 200
+    for path in ("1/change/", "1/history/", "1/delete/", "add/"):
+        assert admin_client.get(f"/admin/signalr_groups/liveconnection/{path}").status_code in (302, 404), path

@@ -205,6 +205,7 @@ def main() -> None:
     PROFILE = args.profile
     sizes = quick_sizes() if args.quick else full_sizes()
     nofile = raise_nofile()
+    host = {**host_info(), "rlimit_nofile": nofile}  # before pinning ourselves to one core
     if pinning_available():
         os.sched_setaffinity(0, {CLIENT_CORE})
     started = time.time()
@@ -223,7 +224,7 @@ def main() -> None:
         "git_sha": git_sha(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
-        "host": {**host_info(), "rlimit_nofile": nofile},
+        "host": host,
         "payload_chars": 64,
         **outcome,
     }

@@ -20,7 +20,7 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
         if not impls:
             continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        top = 1.0
+        top, low = 1.0, float("inf")
         for impl, result in impls.items():
             steps = result.get("steps", [])
             if name == "users":
@@ -28,7 +28,7 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
             if not steps:
                 continue
             x = [s["offered_deliveries_per_s"] for s in steps]
-            top = max(top, *x)
+            top, low = max(top, *x), min(low, *x)
             line = left.plot(x, [s["delivered_per_s"] for s in steps], marker="o", label=impl)[0]
             right.plot(
                 x, [max(0.01, s["fanout_ms"]["p99"]) for s in steps], marker="o", color=line.get_color(), label=impl
@@ -38,7 +38,8 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
                     left.plot(
                         [xi], [s["delivered_per_s"]], marker="o", markersize=11, markerfacecolor="none", color="black"
                     )
-        left.plot([1, top], [1, top], linestyle="--", color="grey", linewidth=0.8)
+        low = min(low, top) / 2
+        left.plot([low, top], [low, top], linestyle="--", color="grey", linewidth=0.8)
         left.set(
             xscale="log", yscale="log", xlabel="offered deliveries/s", ylabel="delivered/s", title=f"{name}: throughput"
         )

@@ -105,13 +105,19 @@ class HubConnection:
         self._send = send
         self._outbox: deque[str | None] = deque()
         self._outbox_chars = 0
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
+        # Plain futures made on demand rather than asyncio.Events (each carries a deque): an idle
+        # connection should cost as little memory as possible.
+        self._wake_waiter: asyncio.Future[None] | None = None
+        self._stopped = False
+        self._stop_waiter: asyncio.Future[None] | None = None
+        #: The task awaiting receive() in the message loop, and whether we cancelled it to close.
+        self._receiving: asyncio.Task[Any] | None = None
+        self._receive_cancelled = False
         self._closing = False
         self._close_queued = False
         self._close_exception: BaseException | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._invocations: deque[InvocationMessage | StreamInvocationMessage] = deque()
+        self._invocations: list[InvocationMessage | StreamInvocationMessage] = []
         self._in_flight: set[str] = set()
         self._client_streams: set[str] = set()
         self._worker: asyncio.Task[None] | None = None
@@ -143,7 +149,7 @@ class HubConnection:
                 discard_pending=True,
             )
             return
-        self._wake.set()
+        self._wake_writer()
 
     def _begin_close(
         self,
@@ -165,8 +171,8 @@ class HubConnection:
             self._outbox.append(write_close(error, allow_reconnect))
         self._outbox.append(None)
         self._close_queued = True
-        self._wake.set()
-        self._stop.set()
+        self._wake_writer()
+        self._wake_reader()
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Close the connection: a Close message (with ``error``), then a WebSocket close 1000."""
@@ -202,8 +208,8 @@ class HubConnection:
         try:
             while True:
                 if not outbox:
-                    self._wake.clear()
-                    await self._wake.wait()
+                    waiter = self._wake_waiter = asyncio.get_running_loop().create_future()
+                    await waiter
                     continue
                 parts: list[str] = []
                 size = 0
@@ -229,7 +235,7 @@ class HubConnection:
         except Exception as exc:  # the transport is gone
             logger.debug("signalr_groups: writing to %s failed: %r", self.connection_id, exc)
             self._closing = True
-            self._stop.set()
+            self._wake_reader()
 
     # ------------------------------------------------------------------ the connection's life
 
@@ -334,42 +340,75 @@ class HubConnection:
     async def _message_loop(
         self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None
     ) -> None:
-        stop = asyncio.ensure_future(self._stop.wait())
-        next_message: asyncio.Future[dict[str, Any]] | None = None
-        try:
-            if not self._closing:
-                await self._process(pending, error, stop)
-            while not self._closing:
-                next_message = asyncio.ensure_future(receive())
-                done, _ = await asyncio.wait({next_message, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if next_message not in done:
-                    next_message.cancel()
-                    break
-                message = next_message.result()
-                if message["type"] == "websocket.disconnect":
-                    code = message.get("code", 1005)
-                    self._closing = True
-                    if code not in (1000, 1001):
-                        self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
-                    break
-                self.last_receive = time.monotonic()
-                text = self._frame_text(message)
-                if text is None:
-                    self.deliver_close_for(ProtocolError("A binary frame is not valid UTF-8."))
-                    break
-                records, error = reader.feed(text)
-                await self._process(records, error, stop)
-                worker = self._worker
-                if worker is not None and len(self._invocations) >= self.settings.max_pending_invocations:
-                    # Backpressure: stop reading the socket until the queued invocations have run.
-                    await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    self.last_receive = time.monotonic()
-        finally:
-            stop.cancel()
-            if next_message is not None and not next_message.done():
-                next_message.cancel()
+        """Read frames until the client leaves or we close.
 
-    async def _process(self, records: list[str], error: ProtocolError | None, stop: asyncio.Future[Any]) -> None:
+        ``receive()`` is awaited directly, in this task: no task or future per frame, none parked
+        per idle connection. A close we start (``_begin_close``) cancels that await.
+        """
+        if not self._closing:
+            await self._process(pending, error)
+        while not self._closing:
+            task = asyncio.current_task()
+            self._receiving = task
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if self._receive_cancelled and task is not None:
+                    task.uncancel()  # our own wake-up (we are closing), not the server's cancel
+                    break
+                raise
+            finally:
+                self._receiving = None
+            if message["type"] == "websocket.disconnect":
+                code = message.get("code", 1005)
+                self._closing = True
+                if code not in (1000, 1001):
+                    self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
+                break
+            self.last_receive = time.monotonic()
+            text = self._frame_text(message)
+            if text is None:
+                self.deliver_close_for(ProtocolError("A binary frame is not valid UTF-8."))
+                break
+            records, error = reader.feed(text)
+            await self._process(records, error)
+            worker = self._worker
+            if worker is not None and len(self._invocations) >= self.settings.max_pending_invocations:
+                # Backpressure: stop reading the socket until the queued invocations have run.
+                await self._wait_for_worker_or_stop(worker)
+                self.last_receive = time.monotonic()
+
+    async def _wait_for_worker_or_stop(self, worker: asyncio.Task[None]) -> None:
+        """Wait until the invocation worker is done, or the connection is closing."""
+        if self._stopped:
+            return
+        stop = self._stop_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._stop_waiter = None
+            stop.cancel()
+
+    def _wake_writer(self) -> None:
+        """Wake the writer if it waits for records."""
+        waiter = self._wake_waiter
+        if waiter is not None:
+            self._wake_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        """Cancel the message loop's pending ``receive()`` (we are closing)."""
+        self._stopped = True
+        stop = self._stop_waiter
+        if stop is not None and not stop.done():
+            stop.set_result(None)
+        receiving = self._receiving
+        if receiving is not None and not self._receive_cancelled and receiving is not asyncio.current_task():
+            self._receive_cancelled = True
+            receiving.cancel()
+
+    async def _process(self, records: list[str], error: ProtocolError | None) -> None:
         """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
 
         Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad
@@ -382,7 +421,7 @@ class HubConnection:
             return
         worker = self._worker
         if worker is not None:
-            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await self._wait_for_worker_or_stop(worker)
         self.deliver_close_for(failure)
 
     def _handle_records(self, records: list[str]) -> ProtocolError | None:
@@ -476,7 +515,7 @@ class HubConnection:
     async def _invoke_loop(self) -> None:
         try:
             while self._invocations and not self._closing:
-                message = self._invocations.popleft()
+                message = self._invocations.pop(0)
                 try:
                     await self._invoke(message)
                 except asyncio.CancelledError:
@@ -590,7 +629,7 @@ class HubConnection:
         writer = self._writer
         if writer is not None:
             if self._close_queued and not writer.done():
-                self._wake.set()
+                self._wake_writer()
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(writer), 5.0)
             writer.cancel()

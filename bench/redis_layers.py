@@ -20,12 +20,8 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -227,32 +223,6 @@ def _measure(url: str, kind: str, quick: bool) -> dict[str, Any]:
             receiver.kill()
 
 
-def _start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    binary = shutil.which("redis-server")
-    if not binary:
-        raise SystemExit("redis-server is needed: apt-get install redis-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.05)
-    return process, f"redis://127.0.0.1:{port}/0", workdir
-
-
 def main() -> None:
     """Run both layers (in a fresh interpreter each) and print and save the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -263,7 +233,11 @@ def main() -> None:
     if args.layer:
         print(json.dumps(_measure(args.url, args.layer, args.quick)))
         return
-    redis, url, workdir = _start_redis()
+    sys.path.insert(0, str(ROOT))  # run as a script: make the bench package importable
+    from bench.procs import start_redis
+
+    redis = start_redis()
+    url = f"redis://127.0.0.1:{redis.port}/0"
     results = []
     try:
         for kind in LAYERS:
@@ -271,9 +245,7 @@ def main() -> None:
             output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300).stdout
             results.append(json.loads(output.strip().splitlines()[-1]))
     finally:
-        redis.send_signal(signal.SIGTERM)
-        redis.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        redis.stop()
     out = ROOT / "bench" / "results" / "redis_layers.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.live import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "signalr-demo"
 #: Flags for Debian's chromium under Playwright (see ../shared/docs/toolchain-notes.md §4).
@@ -112,13 +114,8 @@ class DemoSite:
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM, then SIGKILL)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
 
 
 def log_in(browser: Any, site: DemoSite, username: str, **context_args: Any) -> Any:

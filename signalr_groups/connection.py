@@ -112,6 +112,8 @@ class HubConnection:
         self._stop_waiter: asyncio.Future[None] | None = None
         #: The task awaiting receive() in the message loop, and whether we cancelled it to close.
         self._receiving: asyncio.Task[Any] | None = None
+        #: The event loop serving this connection (set by run; abort() from a thread goes through it).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._receive_cancelled = False
         self._closing = False
         self._close_queued = False
@@ -175,7 +177,22 @@ class HubConnection:
         self._wake_reader()
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
-        """Close the connection: a Close message (with ``error``), then a WebSocket close 1000."""
+        """Close the connection: a Close message (with ``error``), then a WebSocket close 1000.
+
+        Safe from any thread: a plain ``def`` hub method runs in a worker thread, and its
+        ``self.context.abort()`` is handed to the connection's event loop.
+        """
+        loop = self._loop
+        if loop is not None:
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(
+                    self._begin_close, error, allow_reconnect, ConnectionClosedError("aborted by the server")
+                )
+                return
         self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"))
 
     def heartbeat(self, now: float) -> None:
@@ -300,25 +317,35 @@ class HubConnection:
         handshake = await self.handshake(receive, reader)
         if handshake is None:
             return
+        self._loop = asyncio.get_running_loop()
         registered = connected = False
+        unreachable = f"{GENERIC_CLOSE_ERROR} The server cannot reach its channel layer; retry."
         try:
             try:
-                await self.manager.connect(self)
-                registered = True
-            except Exception as exc:
-                logger.exception("signalr_groups: could not register %s (channel layer down?)", self.connection_id)
-                self._begin_close(f"{GENERIC_CLOSE_ERROR} The server cannot reach its channel layer; retry.", True, exc)
-            # A logout or password change that committed between the authentication check and
-            # registration found no connection to close: look again now that we are reachable.
-            check = self._credential_check
-            if registered and check is not None and not await database_sync_to_async(check)():
-                self._begin_close("Your credentials are no longer valid.", False, None)
-            if registered and not self._closing and self.user_identifier is not None:
-                # User-scoped memberships: this new connection joins its user's stored groups.
-                try:
-                    await join_stored_groups(self.manager, self.connection_id, self.user_identifier)
-                except Exception:
-                    logger.exception("signalr_groups: %s could not rejoin its user's groups", self.connection_id)
+                # Bounded: a hung layer or database must not keep the client waiting for the answer.
+                async with asyncio.timeout(self.settings.handshake_timeout):
+                    try:
+                        await self.manager.connect(self)
+                        registered = True
+                    except Exception as exc:
+                        logger.exception("signalr_groups: could not register %s (layer down?)", self.connection_id)
+                        self._begin_close(unreachable, True, exc)
+                    # A logout or password change that committed between the authentication check
+                    # and registration found no connection to close: look again now we are reachable.
+                    check = self._credential_check
+                    if registered and check is not None and not await database_sync_to_async(check)():
+                        self._begin_close("Your credentials are no longer valid.", False, None)
+                    if registered and not self._closing and self.user_identifier is not None:
+                        # User-scoped memberships: this new connection joins its user's stored groups.
+                        try:
+                            await join_stored_groups(self.manager, self.connection_id, self.user_identifier)
+                        except Exception:
+                            logger.exception(
+                                "signalr_groups: %s could not rejoin its user's groups", self.connection_id
+                            )
+            except TimeoutError as exc:
+                logger.warning("signalr_groups: registering %s took too long; closing it", self.connection_id)
+                self._begin_close(unreachable, True, exc)
             # Answer the handshake only now that the connection is reachable (its user's and
             # account's groups, its stored groups): a send, a revocation or a "disconnect
             # everywhere" issued once the client's start() returned cannot miss it. Anything
@@ -353,8 +380,9 @@ class HubConnection:
             try:
                 message = await receive()
             except asyncio.CancelledError:
-                if self._receive_cancelled and task is not None:
-                    task.uncancel()  # our own wake-up (we are closing), not the server's cancel
+                # Our own wake-up (we are closing) ends the loop; a cancel from the server as well
+                # (its count stays above zero after ours is taken back) propagates.
+                if self._receive_cancelled and task is not None and task.uncancel() == 0:
                     break
                 raise
             finally:

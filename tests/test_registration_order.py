@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from signalr_groups import get_hub_context
+import asyncio
+
+from django.test import override_settings
+
+from signalr_groups import Hub, get_hub_context, hub_method
 from signalr_groups.lifetime import get_manager
 from tests.communicator import FakeUser, HubClient
 from tests.hubs import InteropHub
@@ -35,3 +39,43 @@ async def test_user_scoped_groups_are_joined_before_the_handshake_answer(transac
         assert await get_hub_context(InteropHub).groups.get_user_groups("ines") == ["stored-room"]
     finally:
         await client.disconnect()
+
+
+class ThreadAbortHub(Hub):
+    """A plain ``def`` method (run in a worker thread) that aborts its own connection."""
+
+    hub_name = "thread-abort"
+
+    @hub_method
+    def leave_now(self) -> str:
+        self.context.abort()
+        return "after abort"  # runs (abort() no longer raises in a thread); the closing connection drops it
+
+
+async def test_abort_from_a_plain_def_method_closes_the_connection(caplog):
+    client = HubClient(hub=ThreadAbortHub, path="/thread-abort")
+    await client.connect()
+    await client.send_record({"type": 1, "invocationId": "1", "target": "LeaveNow", "arguments": []})
+    assert await client.receive_record() == {"type": 7, "allowReconnect": False}
+    assert await client.communicator.receive_output(5) == {"type": "websocket.close", "code": 1000}
+    for _ in range(50):  # the connection's task ends by itself, without any client input
+        if client.communicator.future.done():
+            break
+        await asyncio.sleep(0.02)
+    assert client.communicator.future.done()
+    assert "no running event loop" not in caplog.text
+
+
+async def test_registration_that_hangs_is_bounded_by_the_handshake_timeout(monkeypatch):
+    from signalr_groups import connection
+
+    async def hang(*args, **kwargs):
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(connection, "join_stored_groups", hang)
+    with override_settings(
+        SIGNALR_GROUPS={"HANDSHAKE_TIMEOUT": 0.3, "USER_ID_PROVIDER": "signalr_groups.users.username_user_id"}
+    ):
+        client = HubClient(user=FakeUser("ivan"))
+        await client.connect()  # answered after the bound, then closed so that the client retries
+        await client.assert_closed("Connection closed with an error. The server cannot reach its channel layer; retry.")

@@ -619,6 +619,18 @@ class HubLifetimeManager:
         """One pub/sub subscriber: one layer instance in one event loop of one process."""
         return f"{_PROCESS}:{id(self.layer)}:{id(asyncio.get_running_loop())}"
 
+    async def _answer(self, message: dict[str, Any], **fields: Any) -> None:
+        """Reply to a broadcast query or command (see ``layers.gather_replies``): one answer per member channel.
+
+        The answer names this channel and its pub/sub subscriber, so the asker can tell when every
+        member (or, on pub/sub, every process) has answered.
+        """
+        reply_to = message.get("reply_to")
+        if reply_to:
+            await self.layer.send(
+                reply_to, {"type": ACK, "channel": self.channel_name, "process": self._subscriber(), **fields}
+            )
+
     async def _acknowledge(self, message: dict[str, Any], connection_id: str, error: str | None = None) -> None:
         reply_to = message.get("reply_to")
         if reply_to:
@@ -721,47 +733,19 @@ class HubLifetimeManager:
                     (str(pattern), None if until is None else float(until)) for pattern, until in message["grants"]
                 ]
                 await self.apply_group_access(message["account"], grants, message.get("cause") or "changed")
-            reply_to = message.get("reply_to")
-            if reply_to:  # every member channel acknowledges, naming itself and its process
-                await self.layer.send(
-                    reply_to,
-                    {
-                        "type": ACK,
-                        "account": message["account"],
-                        "channel": self.channel_name,
-                        "process": self._subscriber(),
-                    },
-                )
+            await self._answer(message, account=message["account"])
         elif kind == LIST_CONNECTIONS:
-            reply_to = message.get("reply_to")
-            if reply_to:
-                listing = self.local_connections(message.get("user"), message.get("group"))
-                await self.layer.send(
-                    reply_to,
-                    {"type": ACK, "channel": self.channel_name, "process": self._subscriber(), "connections": listing},
+            if message.get("reply_to"):
+                await self._answer(
+                    message, connections=self.local_connections(message.get("user"), message.get("group"))
                 )
         elif kind == USER_GROUP_ACTION:
             await self.apply_user_group(str(message["user"]), str(message["group"]), str(message["action"]))
-            reply_to = message.get("reply_to")
-            if reply_to:
-                await self.layer.send(
-                    reply_to, {"type": ACK, "channel": self.channel_name, "process": self._subscriber()}
-                )
+            await self._answer(message)
         elif kind == GROUP_MEMBERS:
-            reply_to = message.get("reply_to")
-            if reply_to:
-                count, users, anonymous = self.local_members(str(message.get("group")))
-                await self.layer.send(
-                    reply_to,
-                    {
-                        "type": ACK,
-                        "channel": self.channel_name,
-                        "process": self._subscriber(),
-                        "connections": count,
-                        "users": users,
-                        "anonymous": anonymous,
-                    },
-                )
+            if message.get("reply_to"):
+                count, users, anonymous = self.local_members(str(message["group"]))
+                await self._answer(message, connections=count, users=users, anonymous=anonymous)
         elif kind == REVOKE_ACCOUNT:
             self.revoke_account_local(
                 message["account"], message.get("session_key"), message.get("error"), message.get("allow_reconnect")
@@ -844,3 +828,18 @@ def get_manager(hub_key: str, *, create: bool = False) -> HubLifetimeManager | N
     if manager is None and create:
         manager = managers[hub_key] = HubLifetimeManager(hub_key, get_layer())
     return manager
+
+
+def layer_to_ask(hub_key: str, layer_group: str) -> tuple[HubLifetimeManager | None, Any]:
+    """This loop's manager of a hub, and the layer to reach ``layer_group``'s other members through.
+
+    The layer is ``None`` when no other process can be in that layer group (no layer, or the
+    in-memory layer showing only our own channel): the local registry is then the whole answer,
+    and no layer message is needed.
+    """
+    manager = get_manager(hub_key)
+    layer = manager.layer if manager is not None else get_layer()
+    own = manager.channel_name if manager is not None else None
+    if layer is None or not may_have_other_members(layer, layer_group, own):
+        return manager, None
+    return manager, layer

@@ -14,8 +14,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from signalr_groups.layers import gather_replies, get_layer, may_have_other_members
-from signalr_groups.lifetime import GROUP_MEMBERS, LIST_CONNECTIONS, get_manager
+from signalr_groups.layers import gather_replies
+from signalr_groups.lifetime import GROUP_MEMBERS, LIST_CONNECTIONS, layer_to_ask
 from signalr_groups.naming import layer_group_name
 from signalr_groups.sending import check_group_name
 
@@ -47,23 +47,13 @@ class GroupMembers:
         return len(self.users)
 
 
-def local_members(hub_key: str, group: str) -> tuple[int, list[str], int]:
-    """This event loop's members of a group: (connections, user identifiers, anonymous connections)."""
-    manager = get_manager(hub_key)
-    if manager is None:
-        return 0, [], 0
-    return manager.local_members(group)
-
-
 async def group_members(hub_key: str, group: object) -> GroupMembers:
     """Count the members of a hub group on every server process (see the module docstring)."""
     name = check_group_name(group)
-    manager = get_manager(hub_key)
-    layer = manager.layer if manager is not None else get_layer()
     layer_group = layer_group_name(hub_key, "group", name)
-    own = manager.channel_name if manager is not None else None
-    if layer is None or not may_have_other_members(layer, layer_group, own):
-        count, local_users, anonymous = local_members(hub_key, name)
+    manager, layer = layer_to_ask(hub_key, layer_group)
+    if layer is None:
+        count, local_users, anonymous = manager.local_members(name) if manager is not None else (0, [], 0)
         return GroupMembers(count, frozenset(local_users), anonymous)
     replies, complete = await gather_replies(
         layer, layer_group, {"type": GROUP_MEMBERS, "group": name}, MEMBERS_QUERY_TIMEOUT
@@ -102,10 +92,8 @@ async def list_connections(hub_key: str, *, user: str | None = None, group: str 
         layer_group = layer_group_name(hub_key, "group", group)
     else:
         layer_group = layer_group_name(hub_key, "all", "")
-    manager = get_manager(hub_key)
-    layer = manager.layer if manager is not None else get_layer()
-    own = manager.channel_name if manager is not None else None
-    if layer is None or not may_have_other_members(layer, layer_group, own):
+    manager, layer = layer_to_ask(hub_key, layer_group)
+    if layer is None:
         rows = manager.local_connections(user, group) if manager is not None else []
     else:
         message = {"type": LIST_CONNECTIONS, "user": user, "group": group}

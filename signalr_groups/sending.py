@@ -12,7 +12,7 @@ from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import InvalidGroupNameError, InvalidTargetError
 from signalr_groups.grants import GroupAccessDeniedError
 from signalr_groups.layers import get_layer, may_have_other_members
-from signalr_groups.lifetime import ABORT, GROUP_ACTION, SEND, get_manager
+from signalr_groups.lifetime import ABORT, GROUP_ACTION, SEND, get_manager, layer_to_ask
 from signalr_groups.protocol.json import write_invocation
 
 
@@ -79,13 +79,9 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
 
 async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
     """Send a command to every process of the hub and wait for the owner's acknowledgement."""
-    manager = get_manager(hub_key)
-    layer = manager.layer if manager is not None else get_layer()
-    if layer is None:
-        return False
     all_group = Address("all").layer_group(hub_key)
-    own = manager.channel_name if manager is not None else None
-    if not may_have_other_members(layer, all_group, own):
+    manager, layer = layer_to_ask(hub_key, all_group)
+    if layer is None:
         return False
     timeout = get_hub_settings().group_action_timeout
     if manager is not None and manager.running:

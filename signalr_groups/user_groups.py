@@ -16,8 +16,8 @@ from channels.db import database_sync_to_async
 
 from signalr_groups.exceptions import HubError
 from signalr_groups.grants import GroupAccessDeniedError
-from signalr_groups.layers import gather_replies, get_layer, may_have_other_members
-from signalr_groups.lifetime import USER_GROUP_ACTION, HubLifetimeManager, get_manager
+from signalr_groups.layers import gather_replies
+from signalr_groups.lifetime import USER_GROUP_ACTION, HubLifetimeManager, layer_to_ask
 from signalr_groups.naming import layer_group_name
 from signalr_groups.sending import check_group_name
 
@@ -70,11 +70,9 @@ async def apply_user_group_everywhere(hub_key: str, action: str, user: str, grou
 
     Does not touch the database (the admin stores first, then calls this after commit).
     """
-    manager = get_manager(hub_key)
-    layer = manager.layer if manager is not None else get_layer()
     layer_group = layer_group_name(hub_key, "user", user)
-    own = manager.channel_name if manager is not None else None
-    if layer is None or not may_have_other_members(layer, layer_group, own):
+    manager, layer = layer_to_ask(hub_key, layer_group)
+    if layer is None:
         if manager is not None and manager.running:
             await manager.apply_user_group(user, group, action)
         return True

@@ -55,7 +55,11 @@ class _Member:
     def __init__(self, connection_id: str, user: str | None, sample: list[float] | None, counter: list[int]) -> None:
         self.connection_id = connection_id
         self.user_identifier = user
-        self.account_id = None
+        from signalr_groups.auth.credentials import Credentials  # Django is set up in the worker process
+        from tests.fakes import FakeHub
+
+        self.credentials = Credentials()
+        self.hub = FakeHub
         self._sample = sample
         self._counter = counter
 
@@ -65,15 +69,18 @@ class _Member:
             sent = json.loads(record.rstrip("\x1e"))["arguments"][0]
             self._sample.append(time.time() - sent)
 
-    def heartbeat(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         """No keep-alive needed for a stand-in."""
+
+    def notify_hub(self, event: str, *args: Any) -> None:
+        """No hub behind a stand-in."""
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Nothing to close."""
 
 
 async def _receiver_main(pipe: Connection) -> None:
-    from signalr_groups.lifetime import get_manager
+    from signalr_groups.lifetime.managers import get_manager
 
     manager = get_manager(HUB, create=True)
     assert manager is not None
@@ -133,7 +140,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 async def _open_loop(kind: str, rate: int, seconds: float) -> int:
     """Send at ``rate`` per second for ``seconds`` (each send at its scheduled time); return how many."""
     from signalr_groups.addressing import Address
-    from signalr_groups.sending import send
+    from signalr_groups.lifetime.sending import send
 
     address = Address("groups", ("g",)) if kind == "group" else Address("users", ("u",))
     total = int(rate * seconds)
@@ -148,7 +155,7 @@ async def _open_loop(kind: str, rate: int, seconds: float) -> int:
 
 async def _as_fast_as_possible(seconds: float) -> int:
     from signalr_groups.addressing import Address
-    from signalr_groups.sending import send
+    from signalr_groups.lifetime.sending import send
 
     address = Address("groups", ("g",))
     sent = 0

@@ -36,7 +36,7 @@ def _setup_database(db_path: str) -> tuple[str, int]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from signalr_groups.access_tokens import issue_access_token
+    from signalr_groups.auth.access_tokens import issue_access_token
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user(username="bench", password="x")

@@ -8,8 +8,9 @@ The public surface is small: subclass :class:`Hub`, mark the methods clients may
 from __future__ import annotations
 
 from signalr_groups.exceptions import HubError, SignalRGroupsError
-from signalr_groups.hub import Hub, hub_method
-from signalr_groups.hub_context import HubContext, SyncHubContext, get_hub_context
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.hubs.hub_context import HubContext, SyncHubContext, get_hub_context
+from signalr_groups.hubs.methods import hub_method
 
 __version__ = "0.1.0"
 

@@ -23,8 +23,11 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from signalr_groups.access.revocation import disconnect_user_on_commit
+from signalr_groups.hubs.hub_context import get_hub_context
 from signalr_groups.models import GroupGrant, LiveConnection, RevocationRecord, UserGroupMembership
-from signalr_groups.revocation import disconnect_user_on_commit
+from signalr_groups.server.routing import routed_hubs
+from signalr_groups.user_groups import apply_user_group_everywhere
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +117,6 @@ class RevocationRecordAdmin(RecordAdminBase):
 
 def _apply_after_commit(action: str, memberships: list[tuple[str, str, str]]) -> None:
     def run() -> None:
-        from signalr_groups.user_groups import apply_user_group_everywhere
-
         for hub, group, user in memberships:
             try:
                 async_to_sync(apply_user_group_everywhere)(hub, action, user, group)
@@ -177,9 +178,6 @@ class LiveConnectionAdmin(LiveAdminBase):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """List the live connections of one hub (``?hub=``), optionally of one ``user`` or ``group``."""
-        from signalr_groups.hub_context import get_hub_context
-        from signalr_groups.routing import routed_hubs
-
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
         hubs = routed_hubs()
@@ -220,8 +218,6 @@ class LiveConnectionAdmin(LiveAdminBase):
         return TemplateResponse(request, "admin/signalr_groups/live_connections.html", context)
 
     def _disconnect(self, request: HttpRequest, hub: Any) -> HttpResponse:
-        from signalr_groups.hub_context import get_hub_context
-
         context = get_hub_context(hub).sync
         reason = "Disconnected by an administrator."
         connection_id = request.POST.get("connection_id")

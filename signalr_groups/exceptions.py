@@ -39,3 +39,11 @@ class MessageTooLargeError(ProtocolError):
 
 class HandshakeError(ProtocolError):
     """A handshake request the server cannot accept; its message goes into the handshake response."""
+
+
+class GroupAccessDeniedError(HubError):
+    """Joining a group was refused: a restricted group without a valid grant (or another join guard said no).
+
+    Raised locally by ``groups.add_to_group`` and, for a connection on another server process,
+    with the owning process's message.
+    """

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -17,11 +18,9 @@ _ACCESS_FIELDS = frozenset(
 )
 
 
-def grant_matches(pattern: str, group: str) -> bool:
-    """Whether a grant's ``group`` value covers a group: exact match, or a prefix ending in ``*``."""
-    if pattern.endswith("*"):
-        return group.startswith(pattern[:-1])
-    return pattern == group
+#: Sent by ``GroupGrant.objects.filter(...).update(...)`` (which sends no ``post_save``), with the
+#: grants as they were (``before``, a list) and as they are now (``after``, a queryset).
+grants_updated = Signal()
 
 
 class GroupGrantQuerySet(models.QuerySet["GroupGrant"]):
@@ -45,12 +44,14 @@ class GroupGrantQuerySet(models.QuerySet["GroupGrant"]):
 
     def update(self, **kwargs: Any) -> int:
         """``QuerySet.update`` sends no signals: re-check the holders here, so no revocation is silent."""
-        from signalr_groups.receivers import grants_changed_in_bulk
-
         affected = list(self) if _ACCESS_FIELDS & set(kwargs) else []
         count = super().update(**kwargs)
         if affected:
-            grants_changed_in_bulk(affected, self.model._default_manager.filter(pk__in=[g.pk for g in affected]))
+            grants_updated.send(
+                sender=self.model,
+                before=affected,
+                after=self.model._default_manager.filter(pk__in=[g.pk for g in affected]),
+            )
         return count
 
 

@@ -6,20 +6,27 @@ groups again after each reconnect. A user-scoped membership is stored in the dat
 on every process, joins the group at once, and every future one (another device, a reconnect,
 a restarted server) joins it as it connects, after a fresh grant check if the group is
 restricted. Connection-scoped membership keeps SignalR's semantics.
+
+It plugs into the core as :class:`UserGroups`, a lifetime-manager extension.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from channels.db import database_sync_to_async
 
-from signalr_groups.exceptions import HubError
-from signalr_groups.grants import GroupAccessDeniedError
-from signalr_groups.layers import gather_replies
-from signalr_groups.lifetime import USER_GROUP_ACTION, HubLifetimeManager, layer_to_ask
+from signalr_groups.backplane.messages import USER_GROUP_ACTION
+from signalr_groups.backplane.rpc import gather
+from signalr_groups.exceptions import GroupAccessDeniedError, HubError
+from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.lifetime.managers import layer_to_ask
+from signalr_groups.lifetime.registry import LocalConnection
 from signalr_groups.naming import layer_group_name
-from signalr_groups.sending import check_group_name
+from signalr_groups.validation import check_group_name, check_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +34,8 @@ logger = logging.getLogger(__name__)
 USER_GROUP_ACK_TIMEOUT = 2.0
 
 
-def _check_user(user_id: object) -> str:
-    if not isinstance(user_id, str) or not user_id:
-        raise TypeError(f"A user identifier must be a non-empty string, not {user_id!r}.")
-    return user_id
-
-
 def _store(hub_key: str, user_id: str, group: str, add: bool) -> None:
-    from signalr_groups.models import UserGroupMembership
+    from signalr_groups.models import UserGroupMembership  # app loading: this module loads with the package
 
     if add:
         UserGroupMembership.objects.get_or_create(hub=hub_key, group=group, user_identifier=user_id)
@@ -44,7 +45,7 @@ def _store(hub_key: str, user_id: str, group: str, add: bool) -> None:
 
 def stored_user_groups(hub_key: str, user_id: str) -> list[str]:
     """The groups a user belongs to by user-scoped membership in a hub (reads the database)."""
-    from signalr_groups.models import UserGroupMembership
+    from signalr_groups.models import UserGroupMembership  # app loading: this module loads with the package
 
     return list(
         UserGroupMembership.objects.filter(hub=hub_key, user_identifier=user_id)
@@ -59,7 +60,7 @@ async def user_group_action(hub_key: str, action: str, user_id: object, group: o
     Returns True once every process holding connections of the user has applied it (at once
     when there are none), False if one did not answer within ``USER_GROUP_ACK_TIMEOUT``.
     """
-    user = _check_user(user_id)
+    user = check_user_id(user_id)
     name = check_group_name(group)
     await database_sync_to_async(_store)(hub_key, user, name, action == "add")
     return await apply_user_group_everywhere(hub_key, action, user, name)
@@ -73,36 +74,82 @@ async def apply_user_group_everywhere(hub_key: str, action: str, user: str, grou
     layer_group = layer_group_name(hub_key, "user", user)
     manager, layer = layer_to_ask(hub_key, layer_group)
     if layer is None:
-        if manager is not None and manager.running:
-            await manager.apply_user_group(user, group, action)
+        extension = manager.extension(UserGroups) if manager is not None and manager.running else None
+        if extension is not None:
+            await extension.apply(user, group, action)
         return True
     message = {"type": USER_GROUP_ACTION, "user": user, "group": group, "action": action}
-    _replies, complete = await gather_replies(layer, layer_group, message, USER_GROUP_ACK_TIMEOUT)
+    _replies, complete = await gather(layer, layer_group, message, USER_GROUP_ACK_TIMEOUT)
     if complete is False:
         logger.warning("signalr_groups: not every process applied %s of user %s to group %r", action, user, group)
     return complete is not False
 
 
-async def join_stored_groups(manager: HubLifetimeManager, connection_id: str, user_id: str) -> list[str]:
-    """Add a new connection to its user's stored groups (restricted ones after a grant check); return them.
+class UserGroups(ManagerExtension):
+    """Joins new connections to their user's stored groups, and applies user-scoped changes to local ones."""
 
-    The connection is already registered, so a user-scoped change made meanwhile reaches it
-    directly; but a *removal* handled between our read and our join would be undone by the join:
-    if the user's groups changed while we joined, read again and leave what is no longer stored.
-    """
-    revision = manager.user_group_revision.get(user_id, 0)
-    joined: list[str] = []
-    for group in await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id):
-        try:
-            if await manager.add_local(connection_id, group):
-                joined.append(group)
-        except GroupAccessDeniedError as exc:
-            logger.info("signalr_groups: %s not rejoined to %r: %s", connection_id, group, exc)
-        except HubError:
-            logger.exception("signalr_groups: %s could not rejoin %r", connection_id, group)
-    if joined and manager.user_group_revision.get(user_id, 0) != revision:
-        stored = set(await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id))
-        for group in [group for group in joined if group not in stored]:
-            await manager.remove_local(connection_id, group)
-            joined.remove(group)
-    return joined
+    def __init__(self, manager: HubLifetimeManager) -> None:
+        super().__init__(manager)
+        #: Bumped per user by each user-scoped group change (see on_registered).
+        self._revision: dict[str, int] = {}
+
+    def layer_handlers(self) -> Mapping[str, LayerHandler]:
+        """Answers :data:`USER_GROUP_ACTION`."""
+        return {USER_GROUP_ACTION: self._on_user_group_action}
+
+    async def _on_user_group_action(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.apply(str(message["user"]), str(message["group"]), str(message["action"]))
+        return {}
+
+    async def apply(self, user: str, group: str, action: str) -> int:
+        """Add (``action="add"``) or remove every local connection of a user to/from a group.
+
+        A connection refused by a restricted group's grant check stays out (logged); returns
+        how many connections were handled.
+        """
+        self._revision[user] = self._revision.get(user, 0) + 1
+        manager = self.manager
+        handled = 0
+        for connection_id in sorted(manager.registry.users.get(user, ())):
+            try:
+                if action == "add":
+                    handled += await manager.add_local(connection_id, group)
+                else:
+                    handled += await manager.remove_local(connection_id, group)
+            except GroupAccessDeniedError as exc:
+                logger.info("signalr_groups: %s not added to %r: %s", connection_id, group, exc)
+        return handled
+
+    async def on_registered(self, connection: LocalConnection) -> None:
+        """Add a new connection to its user's stored groups (restricted ones after a grant check).
+
+        The connection is already registered, so a user-scoped change made meanwhile reaches it
+        directly; but a *removal* handled between our read and our join would be undone by the
+        join: if the user's groups changed while we joined, read again and leave what is no
+        longer stored.
+        """
+        user_id = connection.user_identifier
+        if user_id is None:
+            return
+        manager = self.manager
+        connection_id = connection.connection_id
+        revision = self._revision.get(user_id, 0)
+        joined: list[str] = []
+        for group in await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id):
+            try:
+                if await manager.add_local(connection_id, group):
+                    joined.append(group)
+            except GroupAccessDeniedError as exc:
+                logger.info("signalr_groups: %s not rejoined to %r: %s", connection_id, group, exc)
+            except HubError:
+                logger.exception("signalr_groups: %s could not rejoin %r", connection_id, group)
+        if joined and self._revision.get(user_id, 0) != revision:
+            stored = set(await database_sync_to_async(stored_user_groups)(manager.hub_key, user_id))
+            for group in [group for group in joined if group not in stored]:
+                await manager.remove_local(connection_id, group)
+
+    def on_unregistered(self, connection: LocalConnection) -> None:
+        """Forget the user's revision once the user has no local connection."""
+        user = connection.user_identifier
+        if user is not None and user not in self.manager.registry.users:
+            self._revision.pop(user, None)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
-from signalr_groups.access_tokens import issue_access_token
+from signalr_groups.auth.access_tokens import issue_access_token
 from tests.communicator import HubClient
 from tests.live import NodeDriver
 

@@ -16,7 +16,7 @@ from django.test import Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from signalr_groups.access_tokens import issue_access_token, user_for_access_token
+from signalr_groups.auth.access_tokens import issue_access_token, user_for_access_token
 from signalr_groups.logfilters import RedactTokensFilter, redact
 from tests.live import InvocationError, NodeDriver
 

@@ -10,33 +10,15 @@ from channels.layers import channel_layers
 from django.test import override_settings
 
 from signalr_groups.addressing import Address
-from signalr_groups.lifetime import HubLifetimeManager, _managers, get_manager
-from signalr_groups.sending import send
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.lifetime.managers import _managers, get_manager
+from signalr_groups.lifetime.sending import send
+from tests.fakes import FakeConnection
 
 HUB = "fanout-test"
 COUNTING = {
     "default": {"BACKEND": "tests.layers.CountingInMemoryChannelLayer", "CONFIG": {"capacity": 1000}},
 }
-
-
-class FakeConnection:
-    """Stands in for a socket: records what the manager hands it."""
-
-    def __init__(self, connection_id: str, user: str | None = None, account: str | None = None) -> None:
-        self.connection_id = connection_id
-        self.user_identifier = user
-        self.account_id = account
-        self.records: list[str] = []
-        self.aborted: list[tuple[str | None, bool | None]] = []
-
-    def deliver(self, record: str) -> None:
-        self.records.append(record)
-
-    def heartbeat(self, now: float) -> None:
-        pass
-
-    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
-        self.aborted.append((error, allow_reconnect))
 
 
 @pytest.fixture

@@ -10,16 +10,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.layers import (
-    ALIVE_KEY,
-    DEAD_AFTER,
-    build_redis_layer,
-    get_layer,
-    layer_group_quorum,
-    mark_alive,
-    redis_client,
-    shared_redis_url,
-)
+from signalr_groups.backplane.layer import build_redis_layer, get_layer, redis_client, shared_redis_url
+from signalr_groups.backplane.liveness import ALIVE_KEY, DEAD_AFTER, mark_alive
+from signalr_groups.backplane.rpc import layer_group_quorum
 from signalr_groups.logfilters import dropped_messages
 from tests.test_redis_layers import _close_layer
 
@@ -117,8 +110,8 @@ async def test_dead_processes_leave_quorums_and_groups(redis_url):
 
 
 async def test_a_live_process_removes_dead_processes_channels_from_its_groups(redis_url):
-    from signalr_groups.lifetime import get_manager
-    from tests.test_fanout import FakeConnection
+    from signalr_groups.lifetime.managers import get_manager
+    from tests.fakes import FakeConnection
 
     with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
         layer = get_layer()
@@ -128,11 +121,13 @@ async def test_a_live_process_removes_dead_processes_channels_from_its_groups(re
         await manager.connect(member)
         try:
             await manager.add_local("c1", "room")
-            group = next(name for name in manager._joined if name != manager.all_group and ".group." in name)
+            assert manager.membership is not None
+            all_group = manager.membership.all_group
+            group = next(name for name in manager.membership.joined if name != all_group and ".group." in name)
             dead = await layer.new_channel()
             await layer.group_add(group, dead)
             await redis_client(redis_url).zadd(ALIVE_KEY, {dead: time.time() - DEAD_AFTER - 1})
-            await manager._layer_heartbeat()
+            await manager.membership.beat()
             connection = layer.connection(layer.consistent_hash(group))
             members = {m.decode() for m in await connection.zrange(layer._group_key(group), 0, -1)}
             assert members == {manager.channel_name}
@@ -157,7 +152,7 @@ def test_the_shared_redis_is_found_in_every_hosts_form_channels_redis_accepts(ho
 
 
 async def test_a_cleanly_stopped_process_is_dead_at_once_not_unknown(redis_url):
-    from signalr_groups.layers import mark_gone
+    from signalr_groups.backplane.liveness import mark_gone
 
     layer = build_redis_layer(redis_url, "core")
     with _settings(REDIS_URL=redis_url, REDIS_LAYER="core"):
@@ -173,29 +168,14 @@ async def test_a_cleanly_stopped_process_is_dead_at_once_not_unknown(redis_url):
             await _close_layer(layer)
 
 
-class _CountingConnection:
-    def __init__(self, connection_id: str) -> None:
-        self.connection_id = connection_id
-        self.user_identifier: str | None = None
-        self.account_id: str | None = None
-        self.beats = 0
-
-    def deliver(self, record: str) -> None:
-        pass
-
-    def heartbeat(self, now: float) -> None:
-        self.beats += 1
-
-    def abort(self, error=None, allow_reconnect=None) -> None:
-        pass
-
-
 async def test_a_redis_outage_never_stops_the_keep_alive_sweep(monkeypatch):
     import asyncio
 
-    from signalr_groups import lifetime
+    from signalr_groups.backplane import membership
+    from signalr_groups.lifetime.managers import get_manager
+    from tests.fakes import FakeConnection
 
-    monkeypatch.setattr(lifetime, "ALIVE_INTERVAL", 0.05)
+    monkeypatch.setattr(membership, "ALIVE_INTERVAL", 0.05)
     failures = {"left": 5}
 
     async def flaky_heartbeat(self) -> None:
@@ -206,27 +186,27 @@ async def test_a_redis_outage_never_stops_the_keep_alive_sweep(monkeypatch):
             failures["left"] -= 1
             raise ConnectionError("still down")
 
-    monkeypatch.setattr(lifetime.HubLifetimeManager, "_layer_heartbeat", flaky_heartbeat)
-    monkeypatch.setattr(lifetime.HubLifetimeManager, "_reassert_layer_groups", reassert)
+    monkeypatch.setattr(membership.LayerMembership, "beat", flaky_heartbeat)
+    monkeypatch.setattr(membership.LayerMembership, "reassert", reassert)
     with _settings(HEARTBEAT_INTERVAL=0.05):
-        manager = lifetime.get_manager("outage-hub", create=True)
+        manager = get_manager("outage-hub", create=True)
         assert manager is not None
-        connection = _CountingConnection("c1")
+        connection = FakeConnection("c1")
         await manager.connect(connection)
         try:
             await asyncio.sleep(0.6)  # the liveness loop fails and recovers meanwhile
             assert failures["left"] < 5  # recovery was attempted
-            assert connection.beats >= 6  # and the sweep kept its pace (pings, timeouts, expiries)
+            assert connection.ticks >= 6  # and the sweep kept its pace (pings, timeouts, expiries)
             assert manager.running
         finally:
             await manager.disconnect(connection)
 
 
 async def test_a_removal_racing_a_new_connections_join_is_not_undone(transactional_db, monkeypatch):
-    from signalr_groups import user_groups
-    from signalr_groups.lifetime import get_manager
+    from signalr_groups.lifetime.managers import get_manager
+    from signalr_groups.user_groups import UserGroups
     from signalr_groups.models import UserGroupMembership
-    from tests.test_fanout import FakeConnection
+    from tests.fakes import FakeConnection
 
     await UserGroupMembership.objects.acreate(hub="race-hub", group="project", user_identifier="alice")
     manager = get_manager("race-hub", create=True)
@@ -234,16 +214,18 @@ async def test_a_removal_racing_a_new_connections_join_is_not_undone(transaction
     connection = FakeConnection("c1", "alice")
     await manager.connect(connection)
     original_add = manager.add_local
+    extension = manager.extension(UserGroups)
+    assert extension is not None
 
     async def add_after_a_removal(connection_id: str, group: str) -> bool:
         # Another process removes alice from the group after our read, before our join.
         await UserGroupMembership.objects.filter(user_identifier="alice").adelete()
-        await manager.apply_user_group("alice", group, "remove")
+        await extension.apply("alice", group, "remove")
         return await original_add(connection_id, group)
 
     monkeypatch.setattr(manager, "add_local", add_after_a_removal)
     try:
-        assert await user_groups.join_stored_groups(manager, "c1", "alice") == []
-        assert "project" not in manager.connection_groups["c1"]
+        await extension.on_registered(connection)
+        assert "project" not in manager.registry.groups_of("c1")
     finally:
         await manager.disconnect(connection)

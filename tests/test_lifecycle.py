@@ -8,8 +8,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from signalr_groups import Hub, HubError, hub_method
-from signalr_groups.consumer import HubConsumer
-from signalr_groups.lifetime import get_manager
+from signalr_groups.server.endpoint import HubConsumer
+from signalr_groups.lifetime.managers import get_manager
 from tests.communicator import FakeUser, HubClient
 
 events: list[tuple[str, Any]] = []

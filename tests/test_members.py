@@ -9,12 +9,13 @@ from django.test import override_settings
 
 from signalr_groups import get_hub_context
 from signalr_groups.exceptions import InvalidGroupNameError
-from signalr_groups.hub import Hub
-from signalr_groups.lifetime import HubLifetimeManager, get_manager
-from signalr_groups.members import GroupMembers
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.presence import GroupMembers
 from tests.communicator import FakeUser, HubClient
 from tests.hubs import InteropHub
-from tests.test_fanout import FakeConnection
+from tests.fakes import FakeConnection
 from tests.test_redis_layers import LAYERS, _host, _layer_config, _tear_down
 
 pytestmark = pytest.mark.timeout(60)

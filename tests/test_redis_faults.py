@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from signalr_groups import get_hub_context
-from signalr_groups.members import GroupMembers
+from signalr_groups.presence import GroupMembers
 from tests.hubs import InteropHub
 from tests.live import InvocationError, NodeDriver, RedisServer, ServerProcess, free_port, received
 

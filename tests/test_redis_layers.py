@@ -14,9 +14,10 @@ from channels.layers import channel_layers
 from django.test import override_settings
 
 from signalr_groups import get_hub_context
-from signalr_groups.hub import Hub
-from signalr_groups.lifetime import HubLifetimeManager, get_manager
-from tests.test_fanout import FakeConnection
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.lifetime.managers import get_manager
+from tests.fakes import FakeConnection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,7 +152,7 @@ async def test_pubsub_reply_channels_are_released(redis_url):
             for index in range(20):
                 assert await groups.add_to_group("remote", f"g{index}") is True
             assert len(layer_a.channels) == subscribed
-            assert set(there.connection_groups["remote"]) == {"warmup", *(f"g{i}" for i in range(20))}
+            assert set(there.registry.groups_of("remote")) == {"warmup", *(f"g{i}" for i in range(20))}
         finally:
             await _tear_down([(there, remote), (here, local)], layer_b, layer_a)
 
@@ -160,8 +161,9 @@ async def test_pubsub_reply_channels_are_released(redis_url):
 async def test_revocations_wait_for_every_process_holding_the_user(redis_url, backend):
     from django.utils.module_loading import import_string
 
-    from signalr_groups.layers import layer_group_quorum
-    from signalr_groups.revocation import account_group, publish_group_access
+    from signalr_groups.backplane.rpc import layer_group_quorum
+    from signalr_groups.access.grant_changes import publish_group_access
+    from signalr_groups.access.revocation import account_group
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
         layer_a = channel_layers["default"]
@@ -204,7 +206,7 @@ async def test_a_revocation_returns_only_after_the_other_process_applied_it(redi
     member (channel, or pub/sub subscriber), so A's two managers cannot stand in for B."""
     from django.utils.module_loading import import_string
 
-    from signalr_groups.revocation import publish_group_access
+    from signalr_groups.access.grant_changes import publish_group_access
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
         layer_a = channel_layers["default"]
@@ -213,19 +215,17 @@ async def test_a_revocation_returns_only_after_the_other_process_applied_it(redi
         here_other = get_manager(OtherRedisHub.hub_key(), create=True)
         assert here is not None and here_other is not None
         there = HubLifetimeManager(HUB, layer_b)
-        there.hub_class = RestrictedRedisHub
         a1, a2 = FakeConnection("a1", "ann", "7"), FakeConnection("a2", "ann", "7")
         b1 = FakeConnection("b1", "ann", "7")
+        b1.hub = RestrictedRedisHub
         try:
             await here.connect(a1)
             await here_other.connect(a2)
             await there.connect(b1)
-            there.connection_groups["b1"].add("vip")  # b1 holds a restricted group in process B
-            there.groups["vip"] = {"b1"}
+            there.registry.join("b1", "vip")  # b1 holds a restricted group in process B
             for _ in range(20):
                 await publish_group_access("7", HUB, [], "revoked")
-                assert "vip" not in there.connection_groups["b1"], "returned before process B applied it"
-                there.connection_groups["b1"].add("vip")
-                there.groups["vip"] = {"b1"}
+                assert not there.registry.is_member("b1", "vip"), "returned before process B applied it"
+                there.registry.join("b1", "vip")
         finally:
             await _tear_down([(there, b1), (here_other, a2), (here, a1)], layer_b, layer_a)

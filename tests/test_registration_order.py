@@ -7,7 +7,7 @@ import asyncio
 from django.test import override_settings
 
 from signalr_groups import Hub, get_hub_context, hub_method
-from signalr_groups.lifetime import get_manager
+from signalr_groups.lifetime.managers import get_manager
 from tests.communicator import FakeUser, HubClient
 from tests.hubs import InteropHub
 
@@ -67,12 +67,12 @@ async def test_abort_from_a_plain_def_method_closes_the_connection(caplog):
 
 
 async def test_registration_that_hangs_is_bounded_by_the_handshake_timeout(monkeypatch):
-    from signalr_groups import connection
+    from signalr_groups.user_groups import UserGroups
 
     async def hang(*args, **kwargs):
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(connection, "join_stored_groups", hang)
+    monkeypatch.setattr(UserGroups, "on_registered", hang)
     with override_settings(
         SIGNALR_GROUPS={"HANDSHAKE_TIMEOUT": 0.3, "USER_ID_PROVIDER": "signalr_groups.users.username_user_id"}
     ):

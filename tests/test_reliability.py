@@ -16,8 +16,8 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from signalr_groups.hub import Hub
-from signalr_groups.lifetime import get_manager
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.managers import get_manager
 from tests.communicator import HANDSHAKE, RS, FakeUser, HubClient
 from tests.hubs import InteropHub, OtherHub
 

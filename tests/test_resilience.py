@@ -10,9 +10,9 @@ from channels.layers import channel_layers
 from django.test import override_settings
 
 from signalr_groups import Hub, hub_method
-from signalr_groups.lifetime import get_manager
+from signalr_groups.lifetime.managers import get_manager
 from tests.communicator import FakeUser, HubClient
-from tests.test_fanout import FakeConnection
+from tests.fakes import FakeConnection
 
 FLAKY = {"default": {"BACKEND": "tests.layers.FlakyInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
@@ -56,7 +56,7 @@ async def test_layer_failure_on_disconnect_still_cleans_the_registry(flaky_layer
     await client.disconnect()
     manager = get_manager("interop")
     assert manager is not None
-    assert (manager.connections, manager.groups, manager.users, manager.connection_groups) == ({}, {}, {}, {})
+    assert (manager.connections, manager.groups, manager.users) == ({}, {}, {})
 
 
 async def test_concurrent_join_and_leave_keep_layer_membership_true(flaky_layer):

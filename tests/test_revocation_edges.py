@@ -12,9 +12,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 
-import signalr_groups.lifetime as lifetime
-from signalr_groups.access_tokens import issue_access_token
-from signalr_groups.consumer import _session_state
+from signalr_groups.access import guard
+from signalr_groups.access.guard import GroupAccessGuard
+from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.auth.access_tokens import issue_access_token
+from signalr_groups.auth.credentials import session_state as _session_state
 from signalr_groups.logfilters import RedactTokensFilter
 from signalr_groups.models import GroupGrant, RevocationRecord
 from tests.communicator import HubClient
@@ -32,10 +34,12 @@ async def test_a_join_racing_a_revocation_does_not_keep_the_group(monkeypatch):
     await sync_to_async(GroupGrant.objects.create)(hub="interop", group="secret", user=user)
     client = HubClient(user=user)
     await client.connect()
-    manager = lifetime.get_manager("interop")
+    manager = get_manager("interop")
     assert manager is not None
+    access_guard = manager.extension(GroupAccessGuard)
+    assert access_guard is not None
     loop = asyncio.get_running_loop()
-    from signalr_groups.grants import fresh_active_grants as real
+    real = guard.fresh_active_grants
 
     calls = []
 
@@ -44,10 +48,10 @@ async def test_a_join_racing_a_revocation_does_not_keep_the_group(monkeypatch):
         grants = real(user_arg, hub_key)
         if len(calls) == 1:  # the revocation commits and is applied while this join reads the grants
             GroupGrant.objects.filter(user=user).update(revoked_at=timezone.now())
-            asyncio.run_coroutine_threadsafe(manager.apply_group_access(str(user.pk), [], "revoked"), loop).result(5)
+            asyncio.run_coroutine_threadsafe(access_guard.apply_group_access(str(user.pk), [], "revoked"), loop).result(5)
         return grants
 
-    monkeypatch.setattr(lifetime, "fresh_active_grants", stale_then_real)
+    monkeypatch.setattr(guard, "fresh_active_grants", stale_then_real)
     try:
         record = await client.invoke_record("JoinGroup", "secret")
         assert record["error"] == DENIED

@@ -72,7 +72,7 @@ async def test_tokens_never_reach_the_server_log(uvicorn_process, live_users):
     from asgiref.sync import sync_to_async
     from django.contrib.auth import get_user_model
 
-    from signalr_groups.access_tokens import issue_access_token
+    from signalr_groups.auth.access_tokens import issue_access_token
 
     user = await sync_to_async(get_user_model().objects.get)(username="alice")
     access_token = await sync_to_async(issue_access_token)(user)

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from signalr_groups.access_tokens import issue_access_token
+from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.conf import get_hub_settings
 
 

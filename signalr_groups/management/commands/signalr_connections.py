@@ -8,8 +8,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from signalr_groups.members import group_members, list_connections
-from signalr_groups.sending import abort
+from signalr_groups.lifetime.sending import abort
+from signalr_groups.presence import group_members, list_connections
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from signalr_groups.addressing import Address
-from signalr_groups.sending import check_group_name, check_ids, send
+from signalr_groups.lifetime.sending import send
+from signalr_groups.validation import check_group_name, check_ids
 
 
 class ClientProxy:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 
-from signalr_groups.members import GroupMembers, group_members
-from signalr_groups.sending import group_action
+from signalr_groups.lifetime.sending import group_action
+from signalr_groups.presence import GroupMembers, group_members
 from signalr_groups.user_groups import stored_user_groups, user_group_action
 
 
@@ -32,7 +32,7 @@ class GroupManager:
         """Who is in a group now, on every server: connection count and distinct user identifiers.
 
         Beyond SignalR (which cannot count a scaled-out group): one query over the channel layer,
-        answered by each process that holds members; see :mod:`signalr_groups.members`.
+        answered by each process that holds members; see :mod:`signalr_groups.presence`.
         """
         return await group_members(self._hub_key, group_name)
 

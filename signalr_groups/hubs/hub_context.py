@@ -14,12 +14,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from signalr_groups.clients import ClientProxy, HubClients
-from signalr_groups.groups import GroupManager
-from signalr_groups.hub import Hub
-from signalr_groups.members import ConnectionInfo, GroupMembers, list_connections
-from signalr_groups.revocation import disconnect_user
-from signalr_groups.sending import abort
+from signalr_groups.access.revocation import disconnect_user
+from signalr_groups.hubs.clients import ClientProxy, HubClients
+from signalr_groups.hubs.groups import GroupManager
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.sending import abort
+from signalr_groups.presence import ConnectionInfo, GroupMembers, list_connections
 
 
 class HubContext:
@@ -49,7 +49,7 @@ class HubContext:
 
 
 class SyncClientProxy:
-    """Synchronous twin of :class:`~signalr_groups.clients.ClientProxy`."""
+    """Synchronous twin of :class:`~signalr_groups.hubs.clients.ClientProxy`."""
 
     __slots__ = ("_proxy",)
 
@@ -62,7 +62,7 @@ class SyncClientProxy:
 
 
 class SyncHubClients:
-    """Synchronous twin of :class:`~signalr_groups.clients.HubClients`."""
+    """Synchronous twin of :class:`~signalr_groups.hubs.clients.HubClients`."""
 
     def __init__(self, clients: HubClients) -> None:
         self._clients = clients
@@ -106,7 +106,7 @@ class SyncHubClients:
 
 
 class SyncGroupManager:
-    """Synchronous twin of :class:`~signalr_groups.groups.GroupManager`."""
+    """Synchronous twin of :class:`~signalr_groups.hubs.groups.GroupManager`."""
 
     def __init__(self, groups: GroupManager) -> None:
         self._groups = groups

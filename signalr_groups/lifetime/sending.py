@@ -1,48 +1,25 @@
-"""The one send path shared by hubs and hub contexts: serialize once, deliver locally, publish once."""
+"""The one send path shared by hubs and hub contexts, and commands for a connection wherever it lives.
+
+A send is serialized once, delivered in-process to local recipients, and crosses the channel
+layer at most once (one layer message per receiving process). A command (add to a group,
+remove, abort) is applied at once to a local connection, else sent to every process of the hub
+and applied by the owner, whose answer we wait for.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable
 from typing import Any
 
 from signalr_groups.addressing import Address
+from signalr_groups.backplane.layer import get_layer, may_have_other_members
+from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, SEND
+from signalr_groups.backplane.rpc import ask_owner
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.exceptions import InvalidGroupNameError, InvalidTargetError
-from signalr_groups.grants import GroupAccessDeniedError
-from signalr_groups.layers import get_layer, may_have_other_members
-from signalr_groups.lifetime import ABORT, GROUP_ACTION, SEND, get_manager, layer_to_ask
+from signalr_groups.exceptions import GroupAccessDeniedError, InvalidTargetError
+from signalr_groups.lifetime.managers import get_manager, layer_to_ask
 from signalr_groups.protocol.json import write_invocation
-
-
-def check_group_name(name: object) -> str:
-    """Return ``name`` if it is a valid group name, else raise :class:`InvalidGroupNameError`.
-
-    Group names are any non-empty string up to ``MAX_GROUP_NAME_LENGTH`` characters (default
-    256): Unicode, spaces and punctuation included, compared exactly (case-sensitive, no
-    Unicode normalisation).
-    """
-    if not isinstance(name, str):
-        raise InvalidGroupNameError(f"A group name must be a string, not {type(name).__name__}.")
-    if not name:
-        raise InvalidGroupNameError("A group name must not be empty.")
-    limit = get_hub_settings().max_group_name_length
-    if len(name) > limit:
-        raise InvalidGroupNameError(f"A group name must be at most {limit} characters long (got {len(name)}).")
-    return name
-
-
-def check_ids(values: Iterable[object], what: str) -> tuple[str, ...]:
-    """Return ``values`` as a tuple of strings, or raise ``TypeError`` naming ``what``."""
-    if isinstance(values, str):
-        raise TypeError(f"Expected a list of {what}s, got a single string {values!r}.")
-    result: list[str] = []
-    for value in values:
-        if not isinstance(value, str):
-            raise TypeError(f"A {what} must be a string, not {type(value).__name__}.")
-        result.append(value)
-    return tuple(result)
+from signalr_groups.validation import check_group_name
 
 
 async def send(hub_key: str, address: Address, target: object, arguments: tuple[Any, ...] | list[Any]) -> None:
@@ -77,43 +54,20 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     )
 
 
-async def _remote_command(hub_key: str, message: dict[str, Any]) -> bool:
-    """Send a command to every process of the hub and wait for the owner's acknowledgement."""
+async def _command_owner(hub_key: str, message: dict[str, Any]) -> bool:
+    """Send a command to every process of the hub; True once the owner applied it, False if none answered."""
     all_group = Address("all").layer_group(hub_key)
     manager, layer = layer_to_ask(hub_key, all_group)
     if layer is None:
         return False
-    timeout = get_hub_settings().group_action_timeout
-    if manager is not None and manager.running:
-        # In a server process the manager's own channel carries the acknowledgement: no extra
-        # channel to create, subscribe to, or cancel a receive on.
-        return await manager.request(all_group, message, timeout)
-    reply_to = await layer.new_channel()
-    try:
-        await layer.group_send(all_group, {**message, "reply_to": reply_to})
-        ack = await asyncio.wait_for(layer.receive(reply_to), timeout)
-    except TimeoutError:
-        return False  # the cancelled receive released the reply channel
-    except BaseException:
-        await release_channel(layer, reply_to)
-        raise
-    await release_channel(layer, reply_to)
-    if isinstance(ack, dict) and ack.get("error"):
-        raise GroupAccessDeniedError(str(ack["error"]))
+    # In a server process the manager's own channel carries the answer.
+    inbox = manager.replies if manager is not None and manager.running else None
+    reply = await ask_owner(layer, all_group, message, get_hub_settings().group_action_timeout, inbox)
+    if reply is None:
+        return False
+    if reply.error:
+        raise GroupAccessDeniedError(reply.error)
     return True
-
-
-async def release_channel(layer: Any, channel: str) -> None:
-    """Free a one-off reply channel.
-
-    Channels has no "delete channel" call; layers clean up when a ``receive`` is cancelled
-    (``RedisPubSubChannelLayer`` unsubscribes then), so start one and cancel it.
-    """
-    waiter = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await waiter
 
 
 async def group_action(hub_key: str, action: str, connection_id: str, group: str) -> bool:
@@ -130,7 +84,7 @@ async def group_action(hub_key: str, action: str, connection_id: str, group: str
         if action == "add":
             return await manager.add_local(connection_id, group)
         return await manager.remove_local(connection_id, group)
-    return await _remote_command(
+    return await _command_owner(
         hub_key, {"type": GROUP_ACTION, "action": action, "connection_id": connection_id, "group": group}
     )
 
@@ -143,6 +97,6 @@ async def abort(hub_key: str, connection_id: str, error: str | None, allow_recon
         if connection is not None:
             connection.abort(error, allow_reconnect)
             return True
-    return await _remote_command(
+    return await _command_owner(
         hub_key, {"type": ABORT, "connection_id": connection_id, "error": error, "allow_reconnect": allow_reconnect}
     )

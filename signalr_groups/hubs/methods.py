@@ -1,9 +1,8 @@
-"""The Hub base class and the ``@hub_method`` opt-in.
+"""``@hub_method``: which methods clients may invoke, under which wire names, with which arguments.
 
 Only methods decorated with :func:`hub_method` can be invoked by clients. Their wire name is
 the PascalCase form of the Python name (``send_message`` -> ``SendMessage``) or an explicit
-``name=``, matched case-insensitively as ASP.NET Core does. A hub instance is created for each
-invocation and lifecycle event, so keep per-connection state in ``self.context.items``.
+``name=``, matched case-insensitively as ASP.NET Core does.
 """
 
 from __future__ import annotations
@@ -13,19 +12,15 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from signalr_groups.naming import lookup_key, to_signalr_name
-from signalr_groups.permissions import BasePermission, as_permissions
-
-if TYPE_CHECKING:
-    from signalr_groups.clients import HubCallerClients
-    from signalr_groups.context import HubCallerContext
-    from signalr_groups.groups import GroupManager
+from signalr_groups.auth.permissions import BasePermission, as_permissions
+from signalr_groups.naming import to_signalr_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_MARK = "_signalr_hub_method_name"
+#: Attribute names under which @hub_method marks a function.
+MARK = "_signalr_hub_method_name"
 _PERMISSIONS = "_signalr_hub_method_permissions"
 
 
@@ -47,7 +42,7 @@ def hub_method(
     permissions = as_permissions(permission_classes)
 
     def mark(function: F) -> F:
-        setattr(function, _MARK, name if isinstance(name, str) else to_signalr_name(function.__name__))
+        setattr(function, MARK, name if isinstance(name, str) else to_signalr_name(function.__name__))
         setattr(function, _PERMISSIONS, permissions)
         return function
 
@@ -139,93 +134,3 @@ class HubMethod:
             if check is not None and not check(value):
                 return f"Argument {index} has the wrong type ({type(value).__name__})."
         return None
-
-
-class Hub:
-    """Base class of hubs: subclass it and mark client-callable methods with :func:`hub_method`.
-
-    During an invocation or a lifecycle event the instance has:
-
-    - ``context``: the caller (:class:`~signalr_groups.context.HubCallerContext`),
-    - ``clients``: :class:`~signalr_groups.clients.HubCallerClients` (``all``, ``caller``,
-      ``others``, ``group(name)``, ``user(id)``, ...),
-    - ``groups``: :class:`~signalr_groups.groups.GroupManager` (``add_to_group``,
-      ``remove_from_group``).
-
-    Set ``hub_name`` to keep group and user addresses stable if the class moves; by default
-    they are scoped by the class's import path.
-    """
-
-    hub_name: ClassVar[str | None] = None
-    hub_methods: ClassVar[dict[str, HubMethod]] = {}
-    #: Checked on negotiate, on connect and on every invocation; ``None`` means the
-    #: ``DEFAULT_PERMISSION_CLASSES`` setting (everyone, by default).
-    permission_classes: ClassVar[Sequence[Any] | None] = None
-    #: Groups that need a :class:`~signalr_groups.models.GroupGrant` to join: exact names, or
-    #: prefixes ending in ``*`` (``"*"`` restricts every group). All other groups are open.
-    restricted_groups: ClassVar[Sequence[str]] = ()
-
-    context: HubCallerContext
-    clients: HubCallerClients
-    groups: GroupManager
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        methods: dict[str, HubMethod] = {}
-        seen: set[str] = set()
-        for klass in cls.__mro__:
-            for attr, value in vars(klass).items():
-                if attr in seen:
-                    continue
-                seen.add(attr)
-                signalr_name = getattr(value, _MARK, None)
-                if signalr_name is None:
-                    continue
-                method = HubMethod.build(attr, value, signalr_name)
-                key = lookup_key(signalr_name)
-                if key in methods:
-                    raise TypeError(
-                        f"{cls.__qualname__}: hub methods {methods[key].python_name!r} and {attr!r} "
-                        f"both answer to {signalr_name!r} (names match case-insensitively)."
-                    )
-                methods[key] = method
-        cls.hub_methods = methods
-
-    @classmethod
-    def hub_key(cls) -> str:
-        """The name that scopes this hub's groups and users: ``hub_name`` or the import path."""
-        return cls.hub_name or f"{cls.__module__}.{cls.__qualname__}"
-
-    @classmethod
-    def hub_permissions(cls) -> tuple[BasePermission, ...]:
-        """The hub-level permissions: ``permission_classes`` or the ``DEFAULT_PERMISSION_CLASSES`` setting."""
-        if cls.permission_classes is None:
-            from signalr_groups.conf import get_hub_settings
-
-            return as_permissions(get_hub_settings().default_permission_classes)
-        return as_permissions(cls.permission_classes)
-
-    @classmethod
-    def is_restricted(cls, group: str) -> bool:
-        """Whether joining ``group`` needs a grant."""
-        from signalr_groups.models import grant_matches
-
-        return any(grant_matches(pattern, group) for pattern in cls.restricted_groups)
-
-    @classmethod
-    def find_method(cls, name: str) -> HubMethod | None:
-        """Look up a client-invocable method by its wire name, case-insensitively."""
-        return cls.hub_methods.get(lookup_key(name))
-
-    async def on_connected(self) -> None:
-        """Called after the handshake; raising here closes the connection without reconnect."""
-
-    async def on_disconnected(self, exception: BaseException | None) -> None:
-        """Called when the connection ends, while it is still in its groups; ``exception`` is ``None`` for a clean close."""
-
-    async def on_group_access_revoked(self, group: str, reason: str) -> None:
-        """Called after this connection was taken out of a restricted group (grant revoked, deleted or expired).
-
-        The client has already been sent ``GroupAccessRevoked(group, reason)``; override this to
-        tell the group's other members, for instance.
-        """

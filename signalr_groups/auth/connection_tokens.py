@@ -5,13 +5,11 @@ transport's ``id=``). Version 0 (pysignalr, signalrcore) has only ``connectionId
 doubles as the token, so for those clients the id is the signed token itself. Tokens are signed
 with ``SECRET_KEY`` rather than stored, so any process of the site can check them; a token is
 accepted once (a second socket on a live token gets 409, a used one 404), on every process
-that shares the Redis of the channel layer (:func:`claim_everywhere`).
+that shares the Redis of the channel layer (:func:`signalr_groups.backplane.claims.claim_everywhere`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import secrets
 import threading
 import time
@@ -19,8 +17,6 @@ from datetime import timedelta
 from typing import Any, Final
 
 from django.core import signing
-
-logger = logging.getLogger(__name__)
 
 _SALT: Final = "signalr_groups.connection-token"
 _used: dict[str, float] = {}
@@ -74,27 +70,4 @@ def claim(token: str, max_age: float) -> bool:
         if token in _used and _used[token] >= now:
             return False
         _used[token] = now + max_age + 1.0
-        return True
-
-
-async def claim_everywhere(token: str, max_age: float) -> bool:
-    """:func:`claim` across every server process sharing a Redis (see ``layers.shared_redis_url``).
-
-    With several processes a client may negotiate with one and open its WebSocket on another
-    (no sticky sessions needed), so "used once" must hold cluster-wide: a ``SET NX`` on a
-    digest of the token, expiring with it. If that Redis cannot be reached, the per-process
-    claim still holds (and the connection will fail to register anyway).
-    """
-    from signalr_groups.layers import redis_client, shared_redis_url
-
-    if not claim(token, max_age):
-        return False
-    url = shared_redis_url()
-    if url is None:
-        return True
-    key = "sgr.claim." + hashlib.sha256(token.encode()).hexdigest()[:40]
-    try:
-        return bool(await redis_client(url).set(key, b"1", nx=True, ex=int(max_age) + 2))
-    except Exception as exc:
-        logger.warning("signalr_groups: could not record the connection token's use in Redis: %r", exc)
         return True

@@ -1,4 +1,4 @@
-"""The negotiate endpoint: ``POST <hub>/negotiate``."""
+"""The HTTP endpoints: negotiate (``POST <hub>/negotiate``) and the access-token view."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from signalr_groups.access_tokens import issue_access_token
+from signalr_groups.auth.access_tokens import issue_access_token
+from signalr_groups.auth.connection_tokens import issue
+from signalr_groups.auth.identity import bearer_from_header, user_from_token
+from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.hub import Hub
-from signalr_groups.identity import bearer_from_header, user_from_token
-from signalr_groups.permissions import check_permissions
-from signalr_groups.tokens import issue
+from signalr_groups.hubs.hub import Hub
 
 #: Highest negotiate version this server speaks.
 MAX_NEGOTIATE_VERSION = 1
@@ -85,6 +85,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         return response
 
     negotiate.__name__ = negotiate.__qualname__ = f"negotiate_{hub.__name__}"
+    negotiate.signalr_hub = hub  # type: ignore[attr-defined]  # read by routed_hubs()
     return negotiate
 
 

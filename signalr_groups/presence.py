@@ -6,18 +6,24 @@ its own count and user identifiers. The answers are summed per answering channel
 counted twice, and a process that died without cleaning up simply does not answer: its
 connections are never reported. With one process (or the in-memory layer) no message is sent
 at all: the local registry is the whole truth.
+
+It plugs into the core as :class:`Presence`, a lifetime-manager extension that answers the queries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from signalr_groups.layers import gather_replies
-from signalr_groups.lifetime import GROUP_MEMBERS, LIST_CONNECTIONS, layer_to_ask
+from signalr_groups.backplane.messages import GROUP_MEMBERS, LIST_CONNECTIONS
+from signalr_groups.backplane.rpc import gather
+from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
+from signalr_groups.lifetime.managers import layer_to_ask
 from signalr_groups.naming import layer_group_name
-from signalr_groups.sending import check_group_name
+from signalr_groups.validation import check_group_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +59,18 @@ async def group_members(hub_key: str, group: object) -> GroupMembers:
     layer_group = layer_group_name(hub_key, "group", name)
     manager, layer = layer_to_ask(hub_key, layer_group)
     if layer is None:
-        count, local_users, anonymous = manager.local_members(name) if manager is not None else (0, [], 0)
+        count, local_users, anonymous = manager.registry.members(name) if manager is not None else (0, [], 0)
         return GroupMembers(count, frozenset(local_users), anonymous)
-    replies, complete = await gather_replies(
-        layer, layer_group, {"type": GROUP_MEMBERS, "group": name}, MEMBERS_QUERY_TIMEOUT
-    )
+    replies, complete = await gather(layer, layer_group, {"type": GROUP_MEMBERS, "group": name}, MEMBERS_QUERY_TIMEOUT)
     if complete is False:
         logger.warning("signalr_groups: not every process answered a member count of group %r", name)
     users: set[str] = set()
     count = anonymous = 0
     for reply in replies.values():
         with contextlib.suppress(TypeError, ValueError):
-            count += int(reply.get("connections", 0))
-            anonymous += int(reply.get("anonymous", 0))
-            users.update(str(user) for user in reply.get("users") or ())
+            count += int(reply.body.get("connections", 0))
+            anonymous += int(reply.body.get("anonymous", 0))
+            users.update(str(user) for user in reply.body.get("users") or ())
     # complete None: a layer that cannot tell who listens; every answer is in after the wait.
     return GroupMembers(count, frozenset(users), anonymous, complete is not False)
 
@@ -94,13 +98,13 @@ async def list_connections(hub_key: str, *, user: str | None = None, group: str 
         layer_group = layer_group_name(hub_key, "all", "")
     manager, layer = layer_to_ask(hub_key, layer_group)
     if layer is None:
-        rows = manager.local_connections(user, group) if manager is not None else []
+        rows = manager.registry.listing(user, group) if manager is not None else []
     else:
         message = {"type": LIST_CONNECTIONS, "user": user, "group": group}
-        replies, complete = await gather_replies(layer, layer_group, message, MEMBERS_QUERY_TIMEOUT)
+        replies, complete = await gather(layer, layer_group, message, MEMBERS_QUERY_TIMEOUT)
         if complete is False:
             logger.warning("signalr_groups: not every process answered a connection listing of hub %r", hub_key)
-        rows = [row for reply in replies.values() for row in reply.get("connections") or ()]
+        rows = [row for reply in replies.values() for row in reply.body.get("connections") or ()]
     return sorted(
         (
             ConnectionInfo(
@@ -114,3 +118,22 @@ async def list_connections(hub_key: str, *, user: str | None = None, group: str 
         ),
         key=lambda info: (info.user or "", info.connected_at, info.connection_id),
     )
+
+
+class Presence(ManagerExtension):
+    """Answers member counts and connection listings from this process's registry."""
+
+    def layer_handlers(self) -> Mapping[str, LayerHandler]:
+        """Answers :data:`GROUP_MEMBERS` and :data:`LIST_CONNECTIONS`."""
+        return {GROUP_MEMBERS: self._on_group_members, LIST_CONNECTIONS: self._on_list_connections}
+
+    async def _on_group_members(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if not message.get("reply_to"):
+            return None
+        count, users, anonymous = self.manager.registry.members(str(message["group"]))
+        return {"connections": count, "users": users, "anonymous": anonymous}
+
+    async def _on_list_connections(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if not message.get("reply_to"):
+            return None
+        return {"connections": self.manager.registry.listing(message.get("user"), message.get("group"))}

@@ -1,4 +1,4 @@
-"""Signal receivers that end connections when the account behind them changes.
+"""Signal receivers: connections end when the account behind them changes, memberships when grants do.
 
 | event | connections closed | Close error |
 |---|---|---|
@@ -17,10 +17,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
-from signalr_groups.revocation import disconnect_user_on_commit, group_access_changed_on_commit
+from signalr_groups.access.audit import record_revocations, usernames
+from signalr_groups.access.grant_changes import group_access_changed_on_commit
+from signalr_groups.access.revocation import disconnect_user_on_commit
+from signalr_groups.models import GroupGrant, grants_updated
 
 _OLD_STATE = "_signalr_groups_old_state"
 
@@ -113,61 +115,24 @@ def _holders(grant: Any) -> set[str]:
     return set()
 
 
-def _usernames(accounts: set[str]) -> dict[str, str]:
-    user_model = get_user_model()
-    to_python = user_model._meta.pk.to_python
-    rows = user_model._default_manager.filter(pk__in=[to_python(a) for a in accounts]).values_list(
-        "pk", user_model.USERNAME_FIELD
-    )
-    return {str(pk): str(name) for pk, name in rows}
-
-
-def record_revocations(
-    hub: str,
-    group: str,
-    accounts: set[str],
-    cause: str,
-    reason: str = "",
-    by_pk: Any = None,
-    names: dict[str, str] | None = None,
-) -> None:
-    """Write audit records once the transaction commits (users deleted by then are kept by name only)."""
-    if not accounts:
-        return
-    user_model = get_user_model()
-    to_python = user_model._meta.pk.to_python
-    names = {**_usernames(accounts), **(names or {})}
-
-    def write() -> None:
-        from signalr_groups.models import RevocationRecord
-
-        existing = {
-            str(pk)
-            for pk in user_model._default_manager.filter(pk__in=[to_python(a) for a in accounts]).values_list(
-                "pk", flat=True
-            )
-        }
-        revoker = by_pk if by_pk is not None and user_model._default_manager.filter(pk=by_pk).exists() else None
-        RevocationRecord.objects.bulk_create(
-            RevocationRecord(
-                hub=hub,
-                group=group,
-                user_id=to_python(account) if account in existing else None,
-                username=names.get(account, ""),
-                cause=cause,
-                reason=reason,
-                revoked_by_id=revoker,
-            )
-            for account in sorted(accounts)
-        )
-
-    transaction.on_commit(write)
-
-
 def _record(grant: Any, accounts: set[str], cause: str, reason: str = "", by: Any = None) -> None:
     by_pk = by.pk if getattr(by, "is_authenticated", False) else None
     names = getattr(grant, "_signalr_groups_names", None)
     record_revocations(grant.hub, grant.group, accounts, cause, reason, by_pk, names)
+
+
+def _grant_changed(old: Any, new: Any, accounts: set[str], by: Any) -> None:
+    """A grant was saved or bulk-updated (``new`` None: updated away): audit a revocation, re-check the holders."""
+    if new is not None and old is not None and old.revoked_at is None and new.revoked_at is not None:
+        _record(new, _holders(new), "revoked", new.revoke_reason, by)
+        cause = "revoked"
+    elif new is not None and not new.is_active():
+        cause = "revoked" if new.revoked_at is not None else "expired"
+    else:
+        cause = "changed"
+    hubs = {grant.hub for grant in (old, new) if grant is not None}
+    for hub in hubs:
+        group_access_changed_on_commit(accounts, hub, cause)
 
 
 def _grant_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
@@ -185,23 +150,23 @@ def _grant_post_save(sender: Any, instance: Any, created: bool = False, raw: boo
     old = getattr(instance, _GRANT_OLD, None)
     accounts = _holders(instance) | getattr(instance, _GRANT_HOLDERS, set())
     setattr(instance, _GRANT_OLD, None)
-    if old is not None and old.revoked_at is None and instance.revoked_at is not None:
-        _record(instance, _holders(instance), "revoked", instance.revoke_reason, instance.revoked_by)
-        cause = "revoked"
-    elif not instance.is_active():
-        cause = "revoked" if instance.revoked_at is not None else "expired"
-    else:
-        cause = "changed"
-    hubs = {instance.hub} | ({old.hub} if old is not None else set())
-    for hub in hubs:
-        group_access_changed_on_commit(accounts, hub, cause)
+    _grant_changed(old, instance, accounts, instance.revoked_by)
+
+
+def _grants_updated(sender: Any, before: list[Any], after: Any, **kwargs: Any) -> None:
+    """After ``GroupGrant.objects.filter(...).update(...)``: re-check old and new holders of each grant."""
+    now_by_pk = {grant.pk: grant for grant in after}
+    for old in before:
+        new = now_by_pk.get(old.pk)
+        accounts = _holders(old) | (_holders(new) if new is not None else set())
+        _grant_changed(old, new, accounts, None)
 
 
 def _grant_pre_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
     holders = _holders(instance)
     setattr(instance, _GRANT_HOLDERS, holders)
     # A cascade from deleting the user removes the user row before post_delete: keep the names now.
-    instance._signalr_groups_names = _usernames(holders) if holders else {}
+    instance._signalr_groups_names = usernames(holders) if holders else {}
 
 
 def _grant_post_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -213,8 +178,6 @@ def _grant_post_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def _auth_groups_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any) -> None:
     """A user left auth groups (``user.groups.remove``) or auth groups lost users (``group.user_set.remove``)."""
-    from signalr_groups.models import GroupGrant
-
     if action == "pre_clear":
         members = instance.user_set.all() if reverse else instance.groups.all()
         instance._signalr_groups_cleared = {obj.pk for obj in members}
@@ -237,32 +200,12 @@ def _auth_groups_changed(sender: Any, instance: Any, action: str, reverse: bool,
 
 def connect_grant_receivers() -> None:
     """Connect the receivers that keep group memberships true to the grants."""
-    from django.db.models.signals import m2m_changed, pre_delete
-
-    from signalr_groups.models import GroupGrant
-
     pre_save.connect(_grant_pre_save, sender=GroupGrant, dispatch_uid="signalr_groups.grant_pre_save")
     post_save.connect(_grant_post_save, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_save")
     pre_delete.connect(_grant_pre_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_pre_delete")
     post_delete.connect(_grant_post_delete, sender=GroupGrant, dispatch_uid="signalr_groups.grant_post_delete")
+    grants_updated.connect(_grants_updated, sender=GroupGrant, dispatch_uid="signalr_groups.grants_updated")
     user_model = get_user_model()
     if _has_field(user_model, "groups"):  # PermissionsMixin; custom users without it have no auth groups
         through = user_model.groups.through
         m2m_changed.connect(_auth_groups_changed, sender=through, dispatch_uid="signalr_groups.auth_groups_changed")
-
-
-def grants_changed_in_bulk(before: list[Any], after: Any) -> None:
-    """After ``GroupGrant.objects.filter(...).update(...)``: re-check old and new holders of each grant."""
-    now_by_pk = {grant.pk: grant for grant in after}
-    for old in before:
-        new = now_by_pk.get(old.pk)
-        accounts = _holders(old) | (_holders(new) if new is not None else set())
-        if new is not None and old.revoked_at is None and new.revoked_at is not None:
-            _record(new, _holders(new), "revoked", new.revoke_reason, None)
-            cause = "revoked"
-        elif new is not None and not new.is_active():
-            cause = "revoked" if new.revoked_at is not None else "expired"
-        else:
-            cause = "changed"
-        for hub in {old.hub} | ({new.hub} if new is not None else set()):
-            group_access_changed_on_commit(accounts, hub, cause)

@@ -8,12 +8,16 @@ invalid is refused (401), never silently downgraded to the session or to anonymo
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
-from signalr_groups.access_tokens import user_for_access_token
+from signalr_groups.auth.access_tokens import user_for_access_token
 
 _BEARER = "bearer "
 
@@ -57,12 +61,6 @@ def session_still_valid(session_key: str | None, user_pk: Any) -> bool:
 
     Mirrors ``django.contrib.auth.get_user``; reads the session store and the DB (call in a thread).
     """
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.utils.crypto import constant_time_compare
-
     if not session_key:
         return False
     data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()

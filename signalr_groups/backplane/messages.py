@@ -1,0 +1,35 @@
+"""The messages server processes exchange over the channel layer, and who this process is.
+
+Every message is a dict with a ``type`` (one of the names below, so Channels' layers accept it)
+and plain values only (channels-redis packs them with msgpack). A message that expects answers
+also carries ``reply_to`` (a channel) and ``request_id``; answers are :data:`REPLY` messages
+(see :mod:`signalr_groups.backplane.rpc`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Final
+
+#: A pre-serialized invocation for the local members of an address (``{"address", "payload", "origin"}``).
+SEND: Final = "signalr.send"
+#: Add a connection to a group, or remove it, on the process that owns the connection.
+GROUP_ACTION: Final = "signalr.group_action"
+#: Close a connection on the process that owns it.
+ABORT: Final = "signalr.abort"
+#: Close a Django user's connections (of one session, if given), in every hub.
+REVOKE_ACCOUNT: Final = "signalr.revoke_account"
+#: A user's current grants in a hub: end the memberships they no longer cover.
+GROUP_ACCESS: Final = "signalr.group_access"
+#: Count a group's local members.
+GROUP_MEMBERS: Final = "signalr.group_members"
+#: Apply a user-scoped membership change to the user's local connections.
+USER_GROUP_ACTION: Final = "signalr.user_group_action"
+#: List local connections (of a user, or in a group).
+LIST_CONNECTIONS: Final = "signalr.list_connections"
+#: The answer to any of the above.
+REPLY: Final = "signalr.reply"
+
+#: Names this server process in answers (pub/sub layers count processes, not channels).
+PROCESS: Final = f"{os.getpid()}-{secrets.token_hex(4)}"

@@ -1,0 +1,228 @@
+"""The one request/reply mechanism over the channel layer.
+
+A request is a layer message sent to a layer group with ``reply_to`` and ``request_id``; each
+process that handles it answers with one :data:`~.messages.REPLY` message (:func:`answer`):
+``{"type", "request_id", "channel", "process", "error", "body"}``. Two ways to wait:
+
+- :func:`ask_owner`: a command for the one process that owns a connection (add it to a group,
+  abort it); the first answer wins, and ``None`` means nobody owned it within the timeout.
+- :func:`gather`: a query or command for every member of a layer group (count members, apply a
+  revocation); it waits until every member answered — its :class:`Quorum`, as far as the layer
+  can tell — or the timeout.
+
+Answers come back on a fresh channel, or, in a server process, on the manager's own channel
+through a :class:`ReplyInbox` (no channel to create, subscribe to and release per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalr_groups.backplane.layer import in_memory_members, is_redis_core, is_redis_pubsub, release_channel
+from signalr_groups.backplane.liveness import live_channels
+from signalr_groups.backplane.messages import PROCESS, REPLY
+from signalr_groups.backplane.redis_internals import (
+    ChannelsRedisIncompatibleError,
+    core_group_members,
+    pubsub_subscriber_count,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One process's answer to a request."""
+
+    channel: str
+    process: str
+    error: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, message: Any) -> Reply | None:
+        """Read a :data:`REPLY` layer message; None for anything else."""
+        if not isinstance(message, dict) or message.get("type") != REPLY:
+            return None
+        body = message.get("body")
+        error = message.get("error")
+        return cls(
+            channel=str(message.get("channel")),
+            process=str(message.get("process")),
+            error=None if error is None else str(error),
+            body=body if isinstance(body, dict) else {},
+        )
+
+
+def subscriber_id(layer: Any) -> str:
+    """One pub/sub subscriber: one layer instance in one event loop of one process."""
+    return f"{PROCESS}:{id(layer)}:{id(asyncio.get_running_loop())}"
+
+
+async def answer(
+    layer: Any,
+    request: dict[str, Any],
+    channel: str | None,
+    *,
+    body: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    """Answer ``request`` (if it asked for answers) on behalf of the process listening on ``channel``."""
+    reply_to = request.get("reply_to")
+    if not reply_to:
+        return
+    await layer.send(
+        reply_to,
+        {
+            "type": REPLY,
+            "request_id": request.get("request_id"),
+            "channel": channel,
+            "process": subscriber_id(layer),
+            "error": error,
+            "body": body or {},
+        },
+    )
+
+
+class ReplyInbox:
+    """Answers that arrive on a long-lived channel (a lifetime manager's), handed to the request awaiting them."""
+
+    def __init__(self) -> None:
+        #: The channel answers are sent to; None while it has none (the manager is stopped).
+        self.channel: str | None = None
+        self._pending: dict[str, asyncio.Queue[Reply]] = {}
+
+    def open(self, request_id: str) -> asyncio.Queue[Reply]:
+        """Start collecting the answers to ``request_id``."""
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._pending[request_id] = queue
+        return queue
+
+    def close(self, request_id: str) -> None:
+        """Stop collecting (answers arriving later are dropped)."""
+        self._pending.pop(request_id, None)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Route one :data:`REPLY` message received on the channel."""
+        queue = self._pending.get(str(message.get("request_id") or ""))
+        reply = Reply.from_message(message)
+        if queue is not None and reply is not None:
+            queue.put_nowait(reply)
+
+
+@contextlib.asynccontextmanager
+async def _exchange(
+    layer: Any, inbox: ReplyInbox | None
+) -> AsyncIterator[tuple[dict[str, Any], Callable[[], Awaitable[Reply]]]]:
+    """Yield the reply fields to add to a request, and a coroutine function that returns the next answer."""
+    request_id = secrets.token_urlsafe(12)
+    if inbox is not None and inbox.channel is not None:
+        queue = inbox.open(request_id)
+        try:
+            yield {"reply_to": inbox.channel, "request_id": request_id}, queue.get
+        finally:
+            inbox.close(request_id)
+        return
+    reply_to = await layer.new_channel()
+
+    async def next_reply() -> Reply:
+        while True:
+            reply = Reply.from_message(await layer.receive(reply_to))
+            if reply is not None:
+                return reply
+
+    try:
+        yield {"reply_to": reply_to, "request_id": request_id}, next_reply
+    finally:
+        await release_channel(layer, reply_to)
+
+
+async def ask_owner(
+    layer: Any, group: str, message: dict[str, Any], timeout: float, inbox: ReplyInbox | None = None
+) -> Reply | None:
+    """Send a command to a layer group; the first answer (the owner's), or None if none came within ``timeout``."""
+    async with _exchange(layer, inbox) as (fields, next_reply):
+        await layer.group_send(group, {**message, **fields})
+        try:
+            return await asyncio.wait_for(next_reply(), timeout)
+        except TimeoutError:
+            return None
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Who must answer a message to a layer group: these channels, or this many processes."""
+
+    channels: frozenset[str] | None = None
+    processes: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nobody is in the group."""
+        return not self.channels and not self.processes
+
+    def satisfied(self, channels: set[str], processes: set[str]) -> bool:
+        """Whether the answers received so far cover the quorum."""
+        if self.channels is not None:
+            return self.channels <= channels
+        return len(processes) >= (self.processes or 0)
+
+
+async def layer_group_quorum(layer: Any, group: str) -> Quorum | None:
+    """Who is in a layer group, as far as the layer can tell; None if it cannot.
+
+    The in-memory layer and channels-redis' ``RedisChannelLayer`` know the member channels (its
+    group's sorted set); ``RedisPubSubChannelLayer`` only knows how many processes subscribed
+    (``PUBSUB NUMSUB``), so answers are then counted per process. A Redis that cannot be reached
+    gives None (unknown); a channels-redis without the internals we read raises
+    :class:`~.redis_internals.ChannelsRedisIncompatibleError`.
+    """
+    members = in_memory_members(layer, group)
+    if members is not None:
+        return Quorum(channels=members)
+    try:
+        if is_redis_core(layer):
+            return Quorum(channels=await live_channels(layer, group, await core_group_members(layer, group)))
+        if is_redis_pubsub(layer):
+            return Quorum(processes=await pubsub_subscriber_count(layer, group))
+    except ChannelsRedisIncompatibleError:
+        raise
+    except Exception as exc:  # Redis unreachable: the caller waits out its timeout
+        logger.warning("signalr_groups: could not read who is in layer group %s: %r", group, exc)
+    return None
+
+
+async def gather(
+    layer: Any, group: str, message: dict[str, Any], timeout: float, *, wait_if_unknown: bool = True
+) -> tuple[dict[str, Reply], bool | None]:
+    """Send ``message`` to a layer group and collect one answer per member.
+
+    Returns the answers by answering channel, and whether every member answered (its quorum,
+    see :func:`layer_group_quorum`) before ``timeout``; ``None`` for a layer that cannot tell
+    who listens, for which we either wait out the timeout (``wait_if_unknown``) or just send.
+    """
+    quorum = await layer_group_quorum(layer, group)
+    if quorum is not None and quorum.empty:
+        return {}, True
+    if quorum is None and not wait_if_unknown:
+        await layer.group_send(group, message)
+        return {}, None
+    replies: dict[str, Reply] = {}
+    processes: set[str] = set()
+    async with _exchange(layer, None) as (fields, next_reply):
+        await layer.group_send(group, {**message, **fields})
+        try:
+            async with asyncio.timeout(timeout):
+                while quorum is None or not quorum.satisfied(set(replies), processes):
+                    reply = await next_reply()
+                    replies[reply.channel] = reply
+                    processes.add(reply.process)
+        except TimeoutError:
+            return replies, None if quorum is None else False
+    return replies, True

@@ -1,0 +1,417 @@
+"""One client connection: the sequence of its life, its message loop, keep-alive and close.
+
+Like ASP.NET Core's ``HubConnectionHandler`` with ``HubConnectionContext``: read the handshake
+(:mod:`.handshake`), register with the lifetime manager, answer the handshake, run
+``on_connected``, read frames and hand their records to the :class:`~.dispatcher.HubDispatcher`,
+and on the way out run ``on_disconnected`` while still in the groups, then unregister. Outgoing
+records go through the :class:`~.outbox.Outbox`; the state is a :class:`~.state.ConnectionState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from signalr_groups.auth.credentials import Credentials
+from signalr_groups.conf import HubSettings
+from signalr_groups.exceptions import ProtocolError
+from signalr_groups.hubs.caller_context import HubCallerContext
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.protocol.handshake import HANDSHAKE_OK
+from signalr_groups.protocol.json import PING_RECORD, RecordReader, parse_message, write_close
+from signalr_groups.protocol.messages import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    InvocationMessage,
+    PingMessage,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HARD_LIMIT_FACTOR, HubDispatcher
+from signalr_groups.server.handshake import frame_text, read_handshake
+from signalr_groups.server.outbox import Outbox
+from signalr_groups.server.state import ConnectionState
+
+logger = logging.getLogger(__name__)
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+
+_OPEN = ConnectionState.OPEN
+_HANDSHAKING = ConnectionState.HANDSHAKING
+_CLOSING = ConnectionState.CLOSING
+
+
+class ConnectionClosedError(Exception):
+    """Passed to ``on_disconnected`` when a connection ended without a clean close."""
+
+
+class HubConnection:
+    """The server side of one client connection (transport-independent beyond ASGI send/receive)."""
+
+    def __init__(
+        self,
+        *,
+        hub: type[Hub],
+        scope: dict[str, Any],
+        send: ASGISend,
+        settings: HubSettings,
+        connection_id: str,
+        credentials: Credentials,
+        user_identifier: str | None,
+        manager: HubLifetimeManager,
+    ) -> None:
+        self.hub = hub
+        self.scope = scope
+        self.settings = settings
+        self.connection_id = connection_id
+        self.credentials = credentials
+        self.user = credentials.user
+        self.user_identifier = user_identifier
+        self.manager = manager
+        self.state = _HANDSHAKING
+        self.context = HubCallerContext(
+            connection_id=connection_id,
+            user=credentials.user,
+            user_identifier=user_identifier,
+            scope=scope,
+            abort=lambda: self.abort(None, False),
+            group_names=lambda: self.manager.registry.groups_of(connection_id),
+        )
+        self._send = send
+        self.outbox = Outbox(
+            send,
+            connection_id=connection_id,
+            max_bytes=settings.outbox_max_bytes,
+            on_pressure=manager.fairness.report_pressure,
+            on_overflow=self._overflowed,
+            on_broken=self._transport_broken,
+        )
+        self.dispatcher = HubDispatcher(
+            hub=hub,
+            context=self.context,
+            settings=settings,
+            deliver=self.deliver,
+            accepting=lambda: self.state.accepting,
+            should_yield=manager.should_yield,
+        )
+        self._close_exception: BaseException | None = None
+        self._stop_waiter: asyncio.Future[None] | None = None
+        #: The task awaiting receive() in the message loop, and whether we cancelled it to close.
+        self._receiving: asyncio.Task[Any] | None = None
+        self._receive_cancelled = False
+        #: The event loop serving this connection (set by run; abort() from a thread goes through it).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.last_receive = time.monotonic()
+        self.client_pinged = False
+
+    # ------------------------------------------------------------------ what the lifetime manager calls
+
+    def deliver(self, record: str) -> None:
+        """Queue a serialized record (dropped once the connection is closing)."""
+        if self.state is _OPEN or self.state is _HANDSHAKING:
+            self.outbox.put(record)
+
+    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
+        """Close the connection: a Close message (with ``error``), then a WebSocket close 1000.
+
+        Safe from any thread: a plain ``def`` hub method runs in a worker thread, and its
+        ``self.context.abort()`` is handed to the connection's event loop.
+        """
+        loop = self._loop
+        if loop is not None:
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(
+                    self._begin_close, error, allow_reconnect, ConnectionClosedError("aborted by the server")
+                )
+                return
+        self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"))
+
+    def tick(self, now: float) -> None:
+        """Called about once a second by the keep-alive sweep: ping an idle client, close a silent one."""
+        if not self.state.accepting:
+            return
+        settings = self.settings
+        if self.dispatcher.worker is not None:
+            # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
+            self.last_receive = now
+        elif self.client_pinged and now - self.last_receive > settings.client_timeout:
+            self._begin_close(
+                f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
+                True,
+                ConnectionClosedError("client timeout"),
+            )
+            return
+        if self.credentials.expired(time.time()):
+            error, allow_reconnect = self.credentials.expiry_close()
+            self._begin_close(error, allow_reconnect, ConnectionClosedError(error))
+            return
+        if self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
+            self.deliver(PING_RECORD)
+
+    def notify_hub(self, event: str, *args: Any) -> None:
+        """Run the hub's lifecycle method ``event`` in the background (skipped once closing)."""
+        if self.state.accepting:
+            self.manager.spawn(self._notify_hub(event, *args))
+
+    async def _notify_hub(self, event: str, *args: Any) -> None:
+        if not self.state.accepting:
+            return
+        try:
+            await self.dispatcher.call_lifecycle(event, *args)
+        except Exception:
+            logger.exception("signalr_groups: %s failed for %s", event, self.connection_id)
+
+    # ------------------------------------------------------------------ closing
+
+    def _begin_close(
+        self,
+        error: str | None,
+        allow_reconnect: bool | None,
+        exception: BaseException | None,
+        *,
+        discard_pending: bool = False,
+        send_close_message: bool = True,
+    ) -> None:
+        if not self.state.accepting:
+            return
+        self.state = _CLOSING
+        self._close_exception = exception
+        self.outbox.close(
+            write_close(error, allow_reconnect) if send_close_message else None, discard_pending=discard_pending
+        )
+        self._wake_reader()
+
+    def _overflowed(self) -> None:
+        self._begin_close(
+            f"{GENERIC_CLOSE_ERROR} The client did not read its messages fast enough.",
+            True,
+            ConnectionClosedError("outbox overflow"),
+            discard_pending=True,
+        )
+
+    def _transport_broken(self) -> None:
+        if self.state.accepting:
+            self.state = _CLOSING
+        self._wake_reader()
+
+    def close_for(self, error: ProtocolError) -> None:
+        """Close after a protocol error: Close message with the reason, reconnect allowed (as ASP.NET)."""
+        logger.info("signalr_groups: protocol error on %s: %s", self.connection_id, error)
+        self._begin_close(f"{GENERIC_CLOSE_ERROR} {type(error).__name__}: {error}", True, error)
+
+    def _wake_reader(self) -> None:
+        """Cancel the message loop's pending ``receive()`` (we are closing)."""
+        stop = self._stop_waiter
+        if stop is not None and not stop.done():
+            stop.set_result(None)
+        receiving = self._receiving
+        if receiving is not None and not self._receive_cancelled and receiving is not asyncio.current_task():
+            self._receive_cancelled = True
+            receiving.cancel()
+
+    # ------------------------------------------------------------------ the connection's life
+
+    async def run(self, receive: ASGIReceive) -> None:
+        """Serve the connection until it closes: handshake, registration, the message loop, cleanup."""
+        reader = RecordReader(self.settings.max_message_size)
+        handshake = await read_handshake(receive, self._send, reader, self.settings.handshake_timeout)
+        if handshake is None:
+            return
+        self._loop = asyncio.get_running_loop()
+        registered = connected = False
+        try:
+            registered = await self._register()
+            # Answer the handshake only now that the connection is reachable (its user's and
+            # account's groups, its stored groups): a send, a revocation or a "disconnect
+            # everywhere" issued once the client's start() returned cannot miss it. Anything
+            # already queued (a Close, say) follows the answer.
+            await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
+            if self.state is _HANDSHAKING:
+                self.state = _OPEN
+            self.outbox.last_write = self.last_receive = time.monotonic()
+            self._writer = asyncio.ensure_future(self.outbox.run())
+            if self.state is _OPEN:
+                try:
+                    await self.dispatcher.call_lifecycle("on_connected")
+                    connected = True
+                except Exception:
+                    logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
+                    self._begin_close(self.dispatcher.error_text("on_connected", None), False, None)
+            await self._message_loop(receive, reader, *handshake)
+        finally:
+            await self._teardown(registered, connected)
+
+    async def _register(self) -> bool:
+        """Register with the lifetime manager, re-check the credentials, run the extensions' hooks.
+
+        Bounded by ``HANDSHAKE_TIMEOUT``: a hung layer or database must not keep the client
+        waiting for the handshake's answer. Returns whether the connection got registered.
+        """
+        unreachable = f"{GENERIC_CLOSE_ERROR} The server cannot reach its channel layer; retry."
+        registered = False
+        try:
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                try:
+                    await self.manager.connect(self)
+                    registered = True
+                except Exception as exc:
+                    logger.exception("signalr_groups: could not register %s (layer down?)", self.connection_id)
+                    self._begin_close(unreachable, True, exc)
+                    return False
+                # A logout or password change that committed between the authentication check
+                # and registration found no connection to close: look again now we are reachable.
+                if self.credentials.checkable and not await database_sync_to_async(self.credentials.still_valid)():
+                    self._begin_close("Your credentials are no longer valid.", False, None)
+                if self.state.accepting:
+                    await self.manager.run_registered_hooks(self)
+        except TimeoutError as exc:
+            logger.warning("signalr_groups: registering %s took too long; closing it", self.connection_id)
+            self._begin_close(unreachable, True, exc)
+        return registered
+
+    async def _message_loop(
+        self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None
+    ) -> None:
+        """Read frames until the client leaves or we close.
+
+        ``receive()`` is awaited directly, in this task: no task or future per frame, none parked
+        per idle connection. A close we start (``_begin_close``) cancels that await.
+        """
+        if self.state.accepting:
+            await self._process(pending, error)
+        while self.state.accepting:
+            task = asyncio.current_task()
+            self._receiving = task
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                # Our own wake-up (we are closing) ends the loop; a cancel from the server as well
+                # (its count stays above zero after ours is taken back) propagates.
+                if self._receive_cancelled and task is not None and task.uncancel() == 0:
+                    break
+                raise
+            finally:
+                self._receiving = None
+            if message["type"] == "websocket.disconnect":
+                code = message.get("code", 1005)
+                self.state = _CLOSING
+                if code not in (1000, 1001):
+                    self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
+                break
+            self.last_receive = time.monotonic()
+            text = frame_text(message)
+            if text is None:
+                self.close_for(ProtocolError("A binary frame is not valid UTF-8."))
+                break
+            records, error = reader.feed(text)
+            await self._process(records, error)
+            worker = self.dispatcher.worker
+            if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
+                # Backpressure: stop reading the socket until the queued invocations have run.
+                await self._wait_for_worker_or_stop(worker)
+                self.last_receive = time.monotonic()
+
+    async def _wait_for_worker_or_stop(self, worker: asyncio.Task[None]) -> None:
+        """Wait until the invocation worker is done, or the connection is closing."""
+        if not self.state.accepting:
+            return
+        stop = self._stop_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._stop_waiter = None
+            stop.cancel()
+
+    async def _process(self, records: list[str], error: ProtocolError | None) -> None:
+        """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
+
+        Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad
+        one are still answered; the Close message follows their completions.
+        """
+        failure = self._handle_records(records)
+        if failure is None:
+            failure = error
+        if failure is None or not self.state.accepting:
+            return
+        worker = self.dispatcher.worker
+        if worker is not None:
+            await self._wait_for_worker_or_stop(worker)
+        self.close_for(failure)
+
+    def _handle_records(self, records: list[str]) -> ProtocolError | None:
+        """Dispatch records in order; return the first protocol error (later records are dropped)."""
+        limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
+        if len(records) > limit:
+            # Parsing is synchronous: a frame of a million tiny records would stall the event loop.
+            return ProtocolError(f"Too many messages in one frame (more than {limit}).")
+        for record in records:
+            if not self.state.accepting:
+                return None
+            try:
+                self._dispatch(parse_message(record))
+            except ProtocolError as exc:
+                return exc
+        return None
+
+    def _dispatch(self, message: Any) -> None:
+        if message is None or isinstance(message, (PingMessage, AckMessage, SequenceMessage)):
+            if isinstance(message, PingMessage):
+                self.client_pinged = True
+            return
+        if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
+            self.dispatcher.enqueue(message)
+        elif isinstance(message, CloseMessage):
+            self._begin_close(None, None, None, send_close_message=False)
+        elif isinstance(message, CancelInvocationMessage):
+            return  # no server streams yet: a cancel for an unknown id is ignored, as the spec says
+        elif isinstance(message, (CompletionMessage, StreamItemMessage)):
+            self.dispatcher.stream_message(message)
+
+    # ------------------------------------------------------------------ cleanup
+
+    async def _teardown(self, registered: bool, connected: bool) -> None:
+        if self.state.accepting:
+            self.state = _CLOSING
+        await self.dispatcher.cancel()
+        try:
+            if connected:
+                # As ASP.NET Core: the hub hears of the disconnect while the connection is still in
+                # its groups, so on_disconnected can remove it from groups or tell the other members.
+                try:
+                    await self.dispatcher.call_lifecycle("on_disconnected", self._close_exception)
+                except Exception:
+                    logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
+        finally:
+            # Even if the server cancels us (daphne's application_close_timeout) during a slow
+            # on_disconnected: the registry is cleared before disconnect's first await.
+            if registered:
+                try:
+                    await self.manager.disconnect(self)
+                except Exception:
+                    logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
+        writer = self._writer
+        if writer is not None:
+            if self.outbox.close_queued and not writer.done():
+                self.outbox.wake()
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), 5.0)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        self.state = ConnectionState.CLOSED

@@ -1,0 +1,230 @@
+"""The hub dispatcher of one connection: invocation queue, method lookup, binding, permissions, invocation, completion.
+
+Like ASP.NET Core's ``DefaultHubDispatcher``: invocations of one connection run one at a time,
+in order, in a worker task started on demand; a hub instance is made per invocation and per
+lifecycle event; errors become the spec's Completion texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from channels.db import database_sync_to_async
+
+from signalr_groups.auth.permissions import check_permissions
+from signalr_groups.conf import HubSettings
+from signalr_groups.exceptions import HubError, PayloadError, ProtocolError
+from signalr_groups.hubs.caller_context import HubCallerContext
+from signalr_groups.hubs.clients import HubCallerClients
+from signalr_groups.hubs.groups import GroupManager
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.protocol.json import write_completion
+from signalr_groups.protocol.messages import (
+    CompletionMessage,
+    InvocationMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The Close error of a connection that ended because of an error.
+GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
+#: A connection that queues this many times MAX_PENDING_INVOCATIONS (within one frame) is closed.
+HARD_LIMIT_FACTOR: Final = 10
+#: Most upload-stream ids a client may have open (they are accepted only to be dropped).
+MAX_CLIENT_STREAMS: Final = 100
+
+Invocation = InvocationMessage | StreamInvocationMessage
+
+
+class HubDispatcher:
+    """Runs a connection's invocations and lifecycle events on its hub."""
+
+    def __init__(
+        self,
+        *,
+        hub: type[Hub],
+        context: HubCallerContext,
+        settings: HubSettings,
+        deliver: Callable[[str], None],
+        accepting: Callable[[], bool],
+        should_yield: Callable[[], bool],
+    ) -> None:
+        self.hub = hub
+        self.context = context
+        self.settings = settings
+        self._deliver = deliver
+        self._accepting = accepting
+        self._should_yield = should_yield
+        self._invocations: list[Invocation] = []
+        self._in_flight: set[str] = set()
+        self._client_streams: set[str] = set()
+        #: The task running queued invocations (None while idle).
+        self.worker: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """How many invocations wait in the queue."""
+        return len(self._invocations)
+
+    # ------------------------------------------------------------------ incoming messages
+
+    def enqueue(self, message: Invocation) -> None:
+        """Queue an invocation (a protocol error for a reused id or too many pending); start the worker."""
+        invocation_id = message.invocation_id
+        if invocation_id is not None:
+            if invocation_id in self._in_flight:
+                raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
+            self._in_flight.add(invocation_id)
+        if message.stream_ids:
+            # Upload streams are not supported: the invocation fails, and the items the client
+            # then sends on these ids are dropped instead of treated as errors.
+            if len(self._client_streams) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
+                raise ProtocolError(f"Too many client streams (more than {MAX_CLIENT_STREAMS}).")
+            self._client_streams.update(message.stream_ids)
+        hard_limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
+        if len(self._invocations) >= hard_limit:
+            raise ProtocolError(f"Too many pending invocations (more than {hard_limit}).")
+        self._invocations.append(message)
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._run())
+
+    def stream_message(self, message: CompletionMessage | StreamItemMessage) -> None:
+        """An item or the end of a client upload stream (dropped); a protocol error for an unknown id."""
+        if message.invocation_id in self._client_streams:
+            if isinstance(message, CompletionMessage):
+                self._client_streams.discard(message.invocation_id)
+            return
+        raise ProtocolError(f"Received a message for unknown invocation ID '{message.invocation_id}'.")
+
+    async def cancel(self) -> None:
+        """Stop the worker and drop queued invocations (the connection is going away)."""
+        worker = self.worker
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+        self._invocations.clear()
+
+    # ------------------------------------------------------------------ running
+
+    def make_hub(self) -> Hub:
+        """A hub instance for one invocation or lifecycle event."""
+        hub = self.hub()
+        hub.context = self.context
+        hub_key = self.hub.hub_key()
+        hub.clients = HubCallerClients(hub_key, self.context.connection_id)
+        hub.groups = GroupManager(hub_key)
+        return hub
+
+    async def call_lifecycle(self, name: str, *args: Any) -> None:
+        """Run ``on_connected``, ``on_disconnected``, ... (a plain ``def`` in a worker thread)."""
+        function = getattr(self.make_hub(), name)
+        if inspect.iscoroutinefunction(function):
+            await function(*args)
+        else:
+            await database_sync_to_async(function)(*args)
+
+    def error_text(self, target: str, exc: BaseException | None) -> str:
+        """The Completion (or Close) error of a failed invocation or ``on_connected``, as ASP.NET Core words it."""
+        if target == "on_connected":
+            base = GENERIC_CLOSE_ERROR
+        else:
+            base = f"An unexpected error occurred invoking '{target}' on the server."
+        if isinstance(exc, HubError):
+            return f"{base} HubException: {exc}"
+        if exc is not None and self.settings.detailed_errors:
+            return f"{base} {type(exc).__name__}: {exc}"
+        return base
+
+    async def _run(self) -> None:
+        try:
+            while self._invocations and self._accepting():
+                message = self._invocations.pop(0)
+                try:
+                    await self._invoke(message)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the connection is going away
+                    # The hub method raised CancelledError itself: fail this invocation only.
+                    logger.warning("signalr_groups: hub method %r raised CancelledError", message.target)
+                    self._complete(message.invocation_id, error=self.error_text(message.target, None))
+                except Exception as exc:
+                    logger.exception("signalr_groups: invoking %r failed", message.target)
+                    self._complete(message.invocation_id, error=self.error_text(message.target, exc))
+                finally:
+                    if message.invocation_id is not None:
+                        self._in_flight.discard(message.invocation_id)
+                # Between invocations, give the loop back when outboxes fill or time is up: the
+                # writers drain, and one client's burst does not stall the other connections.
+                if self._should_yield():
+                    await asyncio.sleep(0)
+        finally:
+            self.worker = None
+
+    def _complete(self, invocation_id: str | None, **kwargs: Any) -> None:
+        if invocation_id is None:
+            return
+        try:
+            record = write_completion(invocation_id, **kwargs)
+        except PayloadError as exc:
+            logger.error("signalr_groups: the result of invocation %s cannot be sent: %s", invocation_id, exc)
+            base = "The hub method's result could not be serialized."
+            record = write_completion(invocation_id, error=f"{base} {exc}" if self.settings.detailed_errors else base)
+        self._deliver(record)
+
+    async def _invoke(self, message: Invocation) -> None:
+        target = message.target
+        invocation_id = message.invocation_id
+        method = self.hub.find_method(target)
+        if method is None:
+            logger.info("signalr_groups: unknown hub method %r", target)
+            self._complete(invocation_id, error=f"Unknown hub method '{target}'")
+            return
+        if isinstance(message, StreamInvocationMessage):
+            self._complete(
+                invocation_id,
+                error=f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.",
+            )
+            return
+        problem = method.binding_error(message.arguments)
+        if message.stream_ids:
+            problem = f"Client sent {len(message.stream_ids)} stream(s), Hub method expects 0."
+        if problem is not None:
+            logger.info("signalr_groups: failed to invoke %r: %s", target, problem)
+            text = f"Failed to invoke '{target}' due to an error on the server."
+            if self.settings.detailed_errors:
+                text = f"{text} InvalidDataException: {problem}"
+            self._complete(invocation_id, error=text)
+            return
+        user = self.context.user
+        permissions = (*self.hub.hub_permissions(), *method.permissions)
+        if permissions and not await database_sync_to_async(check_permissions)(
+            permissions, user, self.hub, method.signalr_name
+        ):
+            logger.info("signalr_groups: %r denied to %s", target, self.context.user_identifier or "an anonymous user")
+            self._complete(invocation_id, error=f"Failed to invoke '{target}' because user is unauthorized")
+            return
+        function = getattr(self.make_hub(), method.python_name)
+        try:
+            if method.is_async:
+                result = await function(*message.arguments)
+            else:
+                result = await database_sync_to_async(function)(*message.arguments)
+        except asyncio.CancelledError:
+            raise
+        except HubError as exc:
+            self._complete(invocation_id, error=self.error_text(target, exc))
+            return
+        except Exception as exc:
+            logger.exception("signalr_groups: hub method %r raised", target)
+            self._complete(invocation_id, error=self.error_text(target, exc))
+            return
+        self._complete(invocation_id, result=result, has_result=True)

@@ -1,0 +1,160 @@
+"""The WebSocket endpoint of a hub: an ASGI application for Channels' ``URLRouter``.
+
+It checks the Origin, the credentials, the hub's permissions and the negotiate token before
+accepting, resolves the user identifier, then hands the socket to a
+:class:`~signalr_groups.server.connection.HubConnection`. It is a plain ASGI app rather than a
+Channels consumer class: fan-out never goes through a per-connection channel-layer channel, so
+there is nothing for a consumer's dispatch to do but add a thread hop per message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+
+from signalr_groups.auth.connection_tokens import new_connection_id, resolve
+from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
+from signalr_groups.auth.origin import origin_allowed
+from signalr_groups.auth.permissions import check_permissions
+from signalr_groups.backplane.claims import claim_everywhere
+from signalr_groups.conf import HubSettings, get_hub_settings
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
+
+logger = logging.getLogger(__name__)
+
+
+def query_param(scope: dict[str, Any], name: str) -> str | None:
+    """The first value of a query parameter, matching its name case-insensitively (as ASP.NET Core)."""
+    raw = scope.get("query_string", b"")
+    try:
+        params = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return None
+    wanted = name.lower()
+    for key, values in params.items():
+        if key.lower() == wanted and values:
+            return str(values[0])
+    return None
+
+
+class Refusal(Exception):
+    """The upgrade is refused with ``status`` and ``reason``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def _deny(scope: dict[str, Any], send: ASGISend, refusal: Refusal) -> None:
+    """Refuse the upgrade: with the status where the server supports denial responses, else 403."""
+    logger.info("signalr_groups: refused a WebSocket to %s: %s %s", scope.get("path"), refusal.status, refusal.reason)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": refusal.status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": refusal.reason.encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class HubConsumer:
+    """ASGI app serving one hub over WebSockets: ``HubConsumer.as_asgi(ChatHub)``."""
+
+    def __init__(self, hub: type[Hub]) -> None:
+        self.hub = hub
+
+    @classmethod
+    def as_asgi(cls, hub: object) -> HubConsumer:
+        """Return the ASGI application for ``hub`` (for ``URLRouter``)."""
+        if not (isinstance(hub, type) and issubclass(hub, Hub)):
+            raise TypeError(f"HubConsumer.as_asgi() needs a Hub subclass, not {hub!r}.")
+        return cls(hub)
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        """Serve one WebSocket connection."""
+        if scope["type"] != "websocket":
+            raise ValueError(f"{type(self).__name__} serves WebSocket connections only, not {scope['type']!r}.")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        settings = get_hub_settings()
+        try:
+            credentials = await self._authenticate(scope)
+            connection_id = await self._connection_id(scope, settings, credentials)
+            user_identifier = await self._user_identifier(scope, settings, credentials)
+        except Refusal as refusal:
+            await _deny(scope, send, refusal)
+            return
+        manager = get_manager(self.hub.hub_key(), create=True)
+        if manager is None:  # pragma: no cover - create=True always returns one
+            raise RuntimeError("no lifetime manager")
+        await send({"type": "websocket.accept"})
+        connection = HubConnection(
+            hub=self.hub,
+            scope=scope,
+            send=send,
+            settings=settings,
+            connection_id=connection_id,
+            credentials=credentials,
+            user_identifier=user_identifier,
+            manager=manager,
+        )
+        await connection.run(receive)
+
+    async def _authenticate(self, scope: dict[str, Any]) -> Credentials:
+        """The Origin check, the credentials, and the hub's permissions."""
+        if not origin_allowed(scope):
+            raise Refusal(403, "Origin not allowed.")
+        try:
+            credentials = await credentials_from_scope(scope)
+        except InvalidAccessTokenError as exc:
+            raise Refusal(401, str(exc)) from exc
+        user = credentials.user
+        permissions = self.hub.hub_permissions()
+        if permissions and not await database_sync_to_async(check_permissions)(permissions, user, self.hub, None):
+            if not getattr(user, "is_authenticated", False):
+                raise Refusal(401, "Unauthorized.")
+            raise Refusal(403, "Forbidden.")
+        return credentials
+
+    async def _connection_id(self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials) -> str:
+        """A fresh id (the client skipped negotiate), or the one the negotiate token names, claimed once."""
+        token = query_param(scope, "id")
+        if token is None:
+            return new_connection_id()  # skipNegotiation: the socket is the connection
+        hub_key = self.hub.hub_key()
+        resolved = resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age)
+        if resolved is None:
+            raise Refusal(404, "No Connection with that ID")
+        manager = get_manager(hub_key)
+        if manager is not None and resolved in manager.connections:
+            raise Refusal(409, "Connection ID already in use")
+        if not await claim_everywhere(token, settings.negotiate_token_max_age):
+            raise Refusal(404, "No Connection with that ID")
+        return resolved
+
+    async def _user_identifier(
+        self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials
+    ) -> str | None:
+        """The user identifier from ``USER_ID_PROVIDER`` (the ``IUserIdProvider`` analogue)."""
+        try:
+            user_identifier = settings.user_id_provider(credentials.user, scope)
+            if inspect.isawaitable(user_identifier):
+                user_identifier = await user_identifier
+        except Exception as exc:
+            logger.exception("signalr_groups: USER_ID_PROVIDER raised; refusing the connection")
+            raise Refusal(500, "The server could not identify the user.") from exc
+        if user_identifier is not None and not isinstance(user_identifier, str):
+            user_identifier = str(user_identifier)
+        return user_identifier

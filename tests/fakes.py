@@ -1,0 +1,40 @@
+"""Stand-ins for connections, for tests of the lifetime manager without sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signalr_groups.auth.credentials import Credentials
+
+
+class FakeHub:
+    """A hub class as the manager's extensions see it: no restricted groups unless given."""
+
+    restricted_groups: tuple[str, ...] = ()
+
+
+class FakeConnection:
+    """Stands in for a socket: records what the manager hands it (implements ``LocalConnection``)."""
+
+    hub: type[Any] = FakeHub
+
+    def __init__(self, connection_id: str, user: str | None = None, account: str | None = None) -> None:
+        self.connection_id = connection_id
+        self.user_identifier = user
+        self.credentials = Credentials(account_id=account)
+        self.records: list[str] = []
+        self.aborted: list[tuple[str | None, bool | None]] = []
+        self.ticks = 0
+        self.hub_events: list[tuple[str, tuple[Any, ...]]] = []
+
+    def deliver(self, record: str) -> None:
+        self.records.append(record)
+
+    def tick(self, now: float) -> None:
+        self.ticks += 1
+
+    def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
+        self.aborted.append((error, allow_reconnect))
+
+    def notify_hub(self, event: str, *args: Any) -> None:
+        self.hub_events.append((event, args))

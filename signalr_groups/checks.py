@@ -8,12 +8,14 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from signalr_groups.backplane.redis_internals import missing_internals
 from signalr_groups.conf import get_hub_settings
 
 #: Every check id with what it means.
 CHECK_IDS: Final = {
     "signalr_groups.E001": "SIGNALR_GROUPS is invalid",
     "signalr_groups.E002": "CHANNEL_LAYER names a layer missing from CHANNEL_LAYERS",
+    "signalr_groups.E003": "the installed channels-redis lacks internals the app reads (see backplane/redis_internals.py)",
     "signalr_groups.W001": "KEEP_ALIVE_INTERVAL is more than half the official clients' 30 s server timeout",
     "signalr_groups.W002": "CLIENT_TIMEOUT is not longer than the clients' 15 s keep-alive interval",
     "signalr_groups.W003": "the in-memory channel layer has a capacity below 1000",
@@ -23,6 +25,22 @@ CHECK_IDS: Final = {
 
 #: channels_redis.core.RedisChannelLayer blocks on BZPOPMIN for this many seconds.
 _REDIS_CORE_BRPOP_TIMEOUT: Final = 5
+
+
+def _check_redis_internals(redis_url: str | None, layer_config: dict[str, Any]) -> list[checks.CheckMessage]:
+    if not redis_url and not str(layer_config.get("BACKEND", "")).startswith("channels_redis."):
+        return []
+    missing = missing_internals()
+    if not missing:
+        return []
+    return [
+        checks.Error(
+            "The installed channels-redis lacks internals signalr_groups reads to count acknowledgements "
+            "and prune dead processes: " + ", ".join(missing),
+            hint="Install a channels-redis version signalr_groups supports (see pyproject.toml).",
+            id="signalr_groups.E003",
+        )
+    ]
 
 
 def _redis_py_major() -> int:
@@ -101,6 +119,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         id="signalr_groups.W003",
                     )
                 )
+    messages.extend(_check_redis_internals(hub_settings.redis_url, layers.get(hub_settings.channel_layer) or {}))
     if hub_settings.keep_alive_interval > 15:
         messages.append(
             checks.Warning(

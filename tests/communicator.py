@@ -7,8 +7,8 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
-from signalr_groups.server.endpoint import HubConsumer
 from signalr_groups.hubs.hub import Hub
+from signalr_groups.server.endpoint import HubConsumer
 from tests.hubs import InteropHub
 
 RS = "\x1e"

@@ -17,6 +17,17 @@ from tests.live import NodeDriver, ServerProcess
 
 USERNAMES = ("alice", "bob", "carol")
 
+#: The suite's parts: one folder each, and a marker of the same name (``pytest -m unit``).
+PARTS = ("unit", "inprocess", "interop", "scaleout", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its part (the folder it is in), so ``-m`` can select parts."""
+    for item in items:
+        part = item.path.parent.name
+        if part in PARTS:
+            item.add_marker(getattr(pytest.mark, part))
+
 
 @pytest.fixture
 def live_users(transactional_db) -> dict[str, str]:

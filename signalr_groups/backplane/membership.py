@@ -65,7 +65,8 @@ class LayerMembership:
 
     async def start(self) -> str:
         """Make a channel and join the hub's layer group; leaves nothing behind if that fails."""
-        channel = self.channel = await self.layer.new_channel()
+        channel: str = await self.layer.new_channel()
+        self.channel = channel
         try:
             await mark_alive(channel)
             await self.layer.group_add(self.all_group, channel)

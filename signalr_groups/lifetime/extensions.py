@@ -63,7 +63,7 @@ _extensions: list[type[ManagerExtension]] = []
 
 def register_extension(extension: type[ManagerExtension]) -> None:
     """Attach ``extension`` to every lifetime manager created from now on (idempotent)."""
-    if not (isinstance(extension, type) and issubclass(extension, ManagerExtension)):
+    if not issubclass(extension, ManagerExtension):
         raise TypeError(f"register_extension() needs a ManagerExtension subclass, not {extension!r}.")
     if extension not in _extensions:
         _extensions.append(extension)

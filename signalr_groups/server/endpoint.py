@@ -148,6 +148,7 @@ class HubConsumer:
         self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials
     ) -> str | None:
         """The user identifier from ``USER_ID_PROVIDER`` (the ``IUserIdProvider`` analogue)."""
+        user_identifier: Any
         try:
             user_identifier = settings.user_id_provider(credentials.user, scope)
             if inspect.isawaitable(user_identifier):
@@ -155,6 +156,6 @@ class HubConsumer:
         except Exception as exc:
             logger.exception("signalr_groups: USER_ID_PROVIDER raised; refusing the connection")
             raise Refusal(500, "The server could not identify the user.") from exc
-        if user_identifier is not None and not isinstance(user_identifier, str):
-            user_identifier = str(user_identifier)
-        return user_identifier
+        if user_identifier is None:
+            return None
+        return user_identifier if isinstance(user_identifier, str) else str(user_identifier)

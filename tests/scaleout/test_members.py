@@ -14,9 +14,9 @@ from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.presence import GroupMembers
 from tests.communicator import FakeUser, HubClient
-from tests.hubs import InteropHub
 from tests.fakes import FakeConnection
-from tests.test_redis_layers import LAYERS, _host, _layer_config, _tear_down
+from tests.hubs import InteropHub
+from tests.scaleout.test_redis_layers import LAYERS, _host, _layer_config, _tear_down
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,11 +12,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 
-from signalr_groups.access import guard
+from signalr_groups.access import grant_store, guard
 from signalr_groups.access.guard import GroupAccessGuard
-from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.auth.credentials import session_state as _session_state
+from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.logfilters import RedactTokensFilter
 from signalr_groups.models import GroupGrant, RevocationRecord
 from tests.communicator import HubClient
@@ -39,7 +39,7 @@ async def test_a_join_racing_a_revocation_does_not_keep_the_group(monkeypatch):
     access_guard = manager.extension(GroupAccessGuard)
     assert access_guard is not None
     loop = asyncio.get_running_loop()
-    real = guard.fresh_active_grants
+    real = grant_store.fresh_active_grants
 
     calls = []
 
@@ -48,7 +48,9 @@ async def test_a_join_racing_a_revocation_does_not_keep_the_group(monkeypatch):
         grants = real(user_arg, hub_key)
         if len(calls) == 1:  # the revocation commits and is applied while this join reads the grants
             GroupGrant.objects.filter(user=user).update(revoked_at=timezone.now())
-            asyncio.run_coroutine_threadsafe(access_guard.apply_group_access(str(user.pk), [], "revoked"), loop).result(5)
+            asyncio.run_coroutine_threadsafe(access_guard.apply_group_access(str(user.pk), [], "revoked"), loop).result(
+                5
+            )
         return grants
 
     monkeypatch.setattr(guard, "fresh_active_grants", stale_then_real)

@@ -161,9 +161,9 @@ async def test_pubsub_reply_channels_are_released(redis_url):
 async def test_revocations_wait_for_every_process_holding_the_user(redis_url, backend):
     from django.utils.module_loading import import_string
 
-    from signalr_groups.backplane.rpc import layer_group_quorum
     from signalr_groups.access.grant_changes import publish_group_access
     from signalr_groups.access.revocation import account_group
+    from signalr_groups.backplane.rpc import layer_group_quorum
 
     with override_settings(CHANNEL_LAYERS=_layer_config(backend, redis_url)):
         layer_a = channel_layers["default"]

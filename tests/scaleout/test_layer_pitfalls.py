@@ -9,12 +9,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from signalr_groups.conf import get_hub_settings
 from signalr_groups.backplane.layer import build_redis_layer, get_layer, redis_client, shared_redis_url
 from signalr_groups.backplane.liveness import ALIVE_KEY, DEAD_AFTER, mark_alive
 from signalr_groups.backplane.rpc import layer_group_quorum
+from signalr_groups.conf import get_hub_settings
 from signalr_groups.logfilters import dropped_messages
-from tests.test_redis_layers import _close_layer
+from tests.scaleout.test_redis_layers import _close_layer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -204,8 +204,8 @@ async def test_a_redis_outage_never_stops_the_keep_alive_sweep(monkeypatch):
 
 async def test_a_removal_racing_a_new_connections_join_is_not_undone(transactional_db, monkeypatch):
     from signalr_groups.lifetime.managers import get_manager
-    from signalr_groups.user_groups import UserGroups
     from signalr_groups.models import UserGroupMembership
+    from signalr_groups.user_groups import UserGroups
     from tests.fakes import FakeConnection
 
     await UserGroupMembership.objects.acreate(hub="race-hub", group="project", user_identifier="alice")

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.checks import CHECK_IDS, check_settings
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.auth.origin import origin_allowed
 
 
 def _ids():

@@ -25,8 +25,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from signalr_groups import get_hub_context
-from signalr_groups.presence import GroupMembers
 from signalr_groups.models import GroupGrant
+from signalr_groups.presence import GroupMembers
 from tests.hubs import InteropHub
 from tests.live import NodeDriver, ServerProcess, received
 

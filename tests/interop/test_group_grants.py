@@ -19,8 +19,8 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
-from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.access.grants import grant_matches
+from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.models import GroupGrant, RevocationRecord
 from tests.live import InvocationError, NodeDriver, ServerProcess, received
 

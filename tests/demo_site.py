@@ -159,7 +159,7 @@ def side_by_side(browser: Any, images: list[tuple[str, bytes]], path: Path) -> N
 def screenshot_dir() -> Path:
     """Where the tests write their screenshots: ``SIGNALR_SCREENSHOTS_DIR``, else ``build/screenshots``.
 
-    ``SIGNALR_SCREENSHOTS_DIR=docs/screenshots ./scripts/test.sh tests/test_browser.py`` refreshes
+    ``SIGNALR_SCREENSHOTS_DIR=docs/screenshots ./scripts/test.sh tests/browser`` refreshes
     the copies shown in the README.
     """
     return Path(os.environ.get("SIGNALR_SCREENSHOTS_DIR") or ROOT / "build" / "screenshots")

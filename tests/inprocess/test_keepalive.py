@@ -10,8 +10,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from signalr_groups import get_hub_context
-from signalr_groups.server.endpoint import HubConsumer
 from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.server.endpoint import HubConsumer
 from tests.hubs import InteropHub
 
 RS = "\x1e"

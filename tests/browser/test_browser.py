@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from tests.browser import CHROMIUM_ARGS, DemoSite, chromium_path, log_in, open_room, screenshot_dir, side_by_side
+from tests.demo_site import CHROMIUM_ARGS, DemoSite, chromium_path, log_in, open_room, screenshot_dir, side_by_side
 
 DESKTOP = {"viewport": {"width": 1000, "height": 720}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 1}
@@ -359,7 +359,7 @@ def test_reconnecting_page_catches_up_on_messages_it_missed(
 
 def test_screenshots_are_current_in_docs() -> None:
     """The README shows docs/screenshots; they must exist (refresh them with SIGNALR_SCREENSHOTS_DIR)."""
-    docs = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
     for name in ("room-two-devices.png", "admin-revocation.png"):
         assert (docs / name).stat().st_size > 10_000, name
 

@@ -8,8 +8,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from signalr_groups import Hub, HubError, hub_method
-from signalr_groups.server.endpoint import HubConsumer
 from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.server.endpoint import HubConsumer
 from tests.communicator import FakeUser, HubClient
 
 events: list[tuple[str, Any]] = []
@@ -92,7 +92,7 @@ def _broken_provider(user: Any, scope: dict[str, Any]) -> str | None:
     raise RuntimeError("provider bug")
 
 
-@override_settings(SIGNALR_GROUPS={"USER_ID_PROVIDER": "tests.test_lifecycle._broken_provider"})
+@override_settings(SIGNALR_GROUPS={"USER_ID_PROVIDER": "tests.inprocess.test_lifecycle._broken_provider"})
 async def test_a_failing_user_id_provider_refuses_the_connection():
     communicator = WebsocketCommunicator(HubConsumer.as_asgi(LifecycleHub), "/lifecycle")
     connected, _ = await communicator.connect()

@@ -25,19 +25,8 @@ from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.protocol.handshake import HANDSHAKE_OK
-from signalr_groups.protocol.json import PING_RECORD, RecordReader, parse_message, write_close
-from signalr_groups.protocol.messages import (
-    AckMessage,
-    CancelInvocationMessage,
-    CloseMessage,
-    CompletionMessage,
-    InvocationMessage,
-    PingMessage,
-    SequenceMessage,
-    StreamInvocationMessage,
-    StreamItemMessage,
-)
-from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HARD_LIMIT_FACTOR, HubDispatcher
+from signalr_groups.protocol.json import PING_RECORD, RecordReader, write_close
+from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
 from signalr_groups.server.handshake import frame_text, read_handshake
 from signalr_groups.server.outbox import Outbox
 from signalr_groups.server.state import ConnectionState
@@ -104,6 +93,8 @@ class HubConnection:
             deliver=self.deliver,
             accepting=lambda: self.state.accepting,
             should_yield=manager.should_yield,
+            on_ping=self._client_pinged,
+            on_close=lambda: self._begin_close(None, None, None, send_close_message=False),
         )
         self._close_exception: BaseException | None = None
         self._stop_waiter: asyncio.Future[None] | None = None
@@ -163,6 +154,9 @@ class HubConnection:
             return
         if self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
             self.deliver(PING_RECORD)
+
+    def _client_pinged(self) -> None:
+        self.client_pinged = True
 
     def notify_hub(self, event: str, *args: Any) -> None:
         """Run the hub's lifecycle method ``event`` in the background (skipped once closing)."""
@@ -344,7 +338,7 @@ class HubConnection:
         Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad
         one are still answered; the Close message follows their completions.
         """
-        failure = self._handle_records(records)
+        failure = self.dispatcher.dispatch_records(records)
         if failure is None:
             failure = error
         if failure is None or not self.state.accepting:
@@ -353,35 +347,6 @@ class HubConnection:
         if worker is not None:
             await self._wait_for_worker_or_stop(worker)
         self.close_for(failure)
-
-    def _handle_records(self, records: list[str]) -> ProtocolError | None:
-        """Dispatch records in order; return the first protocol error (later records are dropped)."""
-        limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
-        if len(records) > limit:
-            # Parsing is synchronous: a frame of a million tiny records would stall the event loop.
-            return ProtocolError(f"Too many messages in one frame (more than {limit}).")
-        for record in records:
-            if not self.state.accepting:
-                return None
-            try:
-                self._dispatch(parse_message(record))
-            except ProtocolError as exc:
-                return exc
-        return None
-
-    def _dispatch(self, message: Any) -> None:
-        if message is None or isinstance(message, (PingMessage, AckMessage, SequenceMessage)):
-            if isinstance(message, PingMessage):
-                self.client_pinged = True
-            return
-        if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
-            self.dispatcher.enqueue(message)
-        elif isinstance(message, CloseMessage):
-            self._begin_close(None, None, None, send_close_message=False)
-        elif isinstance(message, CancelInvocationMessage):
-            return  # no server streams yet: a cancel for an unknown id is ignored, as the spec says
-        elif isinstance(message, (CompletionMessage, StreamItemMessage)):
-            self.dispatcher.stream_message(message)
 
     # ------------------------------------------------------------------ cleanup
 

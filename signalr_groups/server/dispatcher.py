@@ -1,6 +1,7 @@
-"""The hub dispatcher of one connection: invocation queue, method lookup, binding, permissions, invocation, completion.
+"""The hub dispatcher of one connection: message routing, invocation queue, method lookup, binding, permissions,
+invocation, completion.
 
-Like ASP.NET Core's ``DefaultHubDispatcher``: invocations of one connection run one at a time,
+Like ASP.NET Core's ``DefaultHubDispatcher``: it turns parsed records into actions; invocations of one connection run one at a time,
 in order, in a worker task started on demand; a hub instance is made per invocation and per
 lifecycle event; errors become the spec's Completion texts.
 """
@@ -23,10 +24,16 @@ from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.clients import HubCallerClients
 from signalr_groups.hubs.groups import GroupManager
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.protocol.json import write_completion
+from signalr_groups.protocol.json import parse_message, write_completion
 from signalr_groups.protocol.messages import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
     CompletionMessage,
+    HubMessage,
     InvocationMessage,
+    PingMessage,
+    SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
 )
@@ -55,6 +62,8 @@ class HubDispatcher:
         deliver: Callable[[str], None],
         accepting: Callable[[], bool],
         should_yield: Callable[[], bool],
+        on_ping: Callable[[], None],
+        on_close: Callable[[], None],
     ) -> None:
         self.hub = hub
         self.context = context
@@ -62,6 +71,8 @@ class HubDispatcher:
         self._deliver = deliver
         self._accepting = accepting
         self._should_yield = should_yield
+        self._on_ping = on_ping
+        self._on_close = on_close
         self._invocations: list[Invocation] = []
         self._in_flight: set[str] = set()
         self._client_streams: set[str] = set()
@@ -74,6 +85,35 @@ class HubDispatcher:
         return len(self._invocations)
 
     # ------------------------------------------------------------------ incoming messages
+
+    def dispatch_records(self, records: list[str]) -> ProtocolError | None:
+        """Dispatch records in order; return the first protocol error (later records are dropped)."""
+        limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
+        if len(records) > limit:
+            # Parsing is synchronous: a frame of a million tiny records would stall the event loop.
+            return ProtocolError(f"Too many messages in one frame (more than {limit}).")
+        for record in records:
+            if not self._accepting():
+                return None
+            try:
+                self._dispatch(parse_message(record))
+            except ProtocolError as exc:
+                return exc
+        return None
+
+    def _dispatch(self, message: HubMessage | None) -> None:
+        if message is None or isinstance(message, (AckMessage, SequenceMessage)):
+            return  # no stateful reconnect yet: Ack and Sequence are ignored
+        if isinstance(message, PingMessage):
+            self._on_ping()
+        elif isinstance(message, (InvocationMessage, StreamInvocationMessage)):
+            self.enqueue(message)
+        elif isinstance(message, CloseMessage):
+            self._on_close()
+        elif isinstance(message, CancelInvocationMessage):
+            return  # no server streams yet: a cancel for an unknown id is ignored, as the spec says
+        elif isinstance(message, (CompletionMessage, StreamItemMessage)):
+            self.stream_message(message)
 
     def enqueue(self, message: Invocation) -> None:
         """Queue an invocation (a protocol error for a reused id or too many pending); start the worker."""

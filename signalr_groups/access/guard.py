@@ -37,6 +37,10 @@ _READ_ATTEMPTS: Final = 3
 
 
 def _restricted(connection: LocalConnection, group: str) -> bool:
+    """The hub's own answer (``Hub.is_restricted``, which a hub may override), else its ``restricted_groups``."""
+    hub_says = getattr(connection.hub, "is_restricted", None)
+    if callable(hub_says):
+        return bool(hub_says(group))
     return is_restricted(getattr(connection.hub, "restricted_groups", ()), group)
 
 
@@ -88,7 +92,8 @@ class GroupAccessGuard(ManagerExtension):
             covered = False  # expiring this very instant (see EXPIRY_LEAD)
         if not covered:
             raise GroupAccessDeniedError(f"Access to group '{group}' needs a grant, and you have none.")
-        self._admitted[(connection.connection_id, group)] = until
+        if self.manager.registry.connections.get(connection.connection_id) is connection:
+            self._admitted[(connection.connection_id, group)] = until  # not if it left while we read
 
     def on_joined(self, connection_id: str, group: str) -> None:
         """Arm the expiry of an admitted restricted membership."""
@@ -97,9 +102,10 @@ class GroupAccessGuard(ManagerExtension):
             self._set_access_until(key, self._admitted.pop(key))
 
     def on_left(self, connection_id: str, group: str) -> None:
-        """Forget the membership's expiry."""
+        """Forget the membership's expiry (and an admission a concurrent join left unused)."""
         key = (connection_id, group)
         self.access_until.pop(key, None)
+        self._admitted.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -114,6 +120,19 @@ class GroupAccessGuard(ManagerExtension):
             self._revision.pop(account, None)
 
     # ------------------------------------------------------------------ expiry
+
+    def on_sweep(self) -> None:
+        """End memberships whose expiry passed on the wall clock but whose timer has not fired.
+
+        Timers run on the monotonic clock, which stands still while a machine is suspended and
+        ignores a wall clock stepped forward; grants expire by the wall clock.
+        """
+        if not self.access_until:
+            return
+        now = time.time()
+        for key, until in list(self.access_until.items()):
+            if until is not None and until - EXPIRY_LEAD <= now:
+                self._expire(key, until)
 
     def _set_access_until(self, key: tuple[str, str], until: float | None) -> None:
         """Record when a restricted membership ends, and arm a timer for that instant."""

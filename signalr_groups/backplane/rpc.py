@@ -35,6 +35,10 @@ from signalr_groups.backplane.redis_internals import (
 
 logger = logging.getLogger(__name__)
 
+#: The answer type of releases before the redesign (fields at the top level), still read.
+LEGACY_ACK = "signalr.ack"
+_ENVELOPE = frozenset({"type", "request_id", "channel", "process", "error"})
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -47,10 +51,17 @@ class Reply:
 
     @classmethod
     def from_message(cls, message: Any) -> Reply | None:
-        """Read a :data:`REPLY` layer message; None for anything else."""
-        if not isinstance(message, dict) or message.get("type") != REPLY:
+        """Read a :data:`REPLY` layer message (or an earlier release's ``signalr.ack``); None for anything else."""
+        if not isinstance(message, dict):
             return None
-        body = message.get("body")
+        if message.get("type") == LEGACY_ACK:
+            # Processes of the previous release answer with their fields at the top level: read
+            # them during a rolling upgrade.
+            body: Any = {key: value for key, value in message.items() if key not in _ENVELOPE}
+        elif message.get("type") == REPLY:
+            body = message.get("body")
+        else:
+            return None
         error = message.get("error")
         return cls(
             channel=str(message.get("channel")),
@@ -204,10 +215,17 @@ async def gather(
     """Send ``message`` to a layer group and collect one answer per member.
 
     Returns the answers by answering channel, and whether every member answered (its quorum,
-    see :func:`layer_group_quorum`) before ``timeout``; ``None`` for a layer that cannot tell
-    who listens, for which we either wait out the timeout (``wait_if_unknown``) or just send.
+    see :func:`layer_group_quorum`) without an error before ``timeout``; ``None`` for a layer
+    that cannot tell who listens, for which we either wait out the timeout
+    (``wait_if_unknown``) or just send.
     """
-    quorum = await layer_group_quorum(layer, group)
+    try:
+        quorum = await layer_group_quorum(layer, group)
+    except ChannelsRedisIncompatibleError:
+        # Loud (an ERROR, and system check E003), but the message still goes out: a revocation
+        # must reach the other processes even when we cannot tell how many will answer.
+        logger.exception("signalr_groups: cannot count the members of layer group %s; sending without a quorum", group)
+        quorum = None
     if quorum is not None and quorum.empty:
         return {}, True
     if quorum is None and not wait_if_unknown:
@@ -225,4 +243,4 @@ async def gather(
                     processes.add(reply.process)
         except TimeoutError:
             return replies, None if quorum is None else False
-    return replies, True
+    return replies, not any(reply.error for reply in replies.values())

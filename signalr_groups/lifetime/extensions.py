@@ -11,6 +11,7 @@ instance of each, in registration order, and calls it at these points:
 ``on_joined``/``on_left``  a connection joined or left a group (also on disconnect)
 ``on_registered``          a new connection is registered, before its handshake is answered
 ``on_unregistered``        a connection left the registry
+``on_sweep``               once a second, with the keep-alive sweep
 ``layer_handlers``         handlers for channel-layer message types; what a handler returns
                            is the answer sent back (None: no answer)
 =========================  ==============================================================
@@ -56,6 +57,9 @@ class ManagerExtension:
 
     def on_unregistered(self, connection: LocalConnection) -> None:
         """Called after a connection left the registry."""
+
+    def on_sweep(self) -> None:
+        """Called by the manager's once-a-second sweep (keep it cheap)."""
 
 
 _extensions: list[type[ManagerExtension]] = []

@@ -28,7 +28,7 @@ from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import may_have_other_members
 from signalr_groups.backplane.membership import LayerMembership
 from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, REPLY, SEND
-from signalr_groups.backplane.rpc import ReplyInbox, answer
+from signalr_groups.backplane.rpc import LEGACY_ACK, ReplyInbox, answer
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import HubError
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
@@ -282,7 +282,7 @@ class HubLifetimeManager:
     async def handle_layer_message(self, message: dict[str, Any]) -> None:
         """Apply one message from the layer, and answer it if it asked (see :mod:`signalr_groups.backplane.rpc`)."""
         kind = message.get("type")
-        if kind == REPLY:
+        if kind in (REPLY, LEGACY_ACK):
             self.replies.deliver(message)
             return
         handler = self._handlers.get(str(kind))
@@ -338,7 +338,7 @@ class HubLifetimeManager:
     # ------------------------------------------------------------------ the sweep
 
     async def _sweep_loop(self) -> None:
-        """Once a second: keep-alive pings and timeouts of every connection; now and then a layer refresh."""
+        """Once a second: keep-alive pings and timeouts, the extensions' sweeps; now and then a layer refresh."""
         settings = get_hub_settings()
         last_refresh = time.monotonic()
         while True:
@@ -349,6 +349,11 @@ class HubLifetimeManager:
                     connection.tick(now)
                 except Exception:
                     logger.exception("signalr_groups: the keep-alive sweep failed for %s", connection.connection_id)
+            for extension in self.extensions:
+                try:
+                    extension.on_sweep()
+                except Exception:
+                    logger.exception("signalr_groups: %s failed in the sweep", type(extension).__name__)
             if self.membership is not None and now - last_refresh >= settings.layer_group_refresh_interval:
                 # channels-redis expires memberships after group_expiry: refresh the live ones.
                 last_refresh = now

@@ -150,7 +150,8 @@ class HubConnection:
             return
         if self.credentials.expired(time.time()):
             error, allow_reconnect = self.credentials.expiry_close()
-            self._begin_close(error, allow_reconnect, ConnectionClosedError(error))
+            reason = "token expired" if self.credentials.kind == "token" else "session expired"
+            self._begin_close(error, allow_reconnect, ConnectionClosedError(reason))
             return
         if self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
             self.deliver(PING_RECORD)

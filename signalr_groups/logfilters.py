@@ -12,8 +12,12 @@ import contextlib
 import logging
 import re
 from typing import Final
+from urllib.parse import unquote_plus
 
-_QUERY = re.compile(r"((?:^|[?&\s])(?:access_token|id)=)[^&\s\"']+", re.IGNORECASE)
+#: A query parameter (name=value) in a URL or a log line; names may be percent-encoded (``%69d``).
+_QUERY = re.compile(r"((?:^|[?&\s])([A-Za-z0-9_.~+%-]+)=)([^&\s\"']+)")
+#: Parameter names whose values are credentials, compared after percent-decoding, case-insensitively.
+_SECRET_NAMES: Final = frozenset({"access_token", "id"})
 _BEARER = re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/:=-]+", re.IGNORECASE)
 REDACTED: Final = "[redacted]"
 
@@ -30,9 +34,15 @@ SERVER_LOGGERS: Final = (
 )
 
 
+def _redact_parameter(match: re.Match[str]) -> str:
+    if unquote_plus(match.group(2)).lower() in _SECRET_NAMES:
+        return match.group(1) + REDACTED
+    return match.group(0)
+
+
 def redact(text: str) -> str:
-    """Replace ``access_token=``/``id=`` query values and ``Bearer`` tokens in ``text``."""
-    return _BEARER.sub(rf"\g<1>{REDACTED}", _QUERY.sub(rf"\g<1>{REDACTED}", text))
+    """Replace ``access_token=``/``id=`` query values (names percent-encoded too) and ``Bearer`` tokens in ``text``."""
+    return _BEARER.sub(rf"\g<1>{REDACTED}", _QUERY.sub(_redact_parameter, text))
 
 
 class RedactTokensFilter(logging.Filter):

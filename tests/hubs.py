@@ -26,6 +26,12 @@ class InteropHub(Hub):
         return value
 
     @hub_method
+    async def slow(self, payload: str) -> int:
+        """A slow method: a client that calls it faster than it runs must be held back, not buffered."""
+        await asyncio.sleep(0.05)
+        return len(payload)
+
+    @hub_method
     async def get_connection_id(self) -> str:
         return self.context.connection_id
 

@@ -1,8 +1,11 @@
 """WebSocket Origin checks.
 
 Browsers always send ``Origin`` on a WebSocket upgrade, and a cross-site page cannot suppress
-it, so a browser connection is accepted only from an allowed origin (``ALLOWED_ORIGINS``, or by
-default the hosts of ``ALLOWED_HOSTS``). A request *without* ``Origin`` does not come from a
+it, so a browser connection is accepted only from an allowed origin: one of ``ALLOWED_ORIGINS``
+(scheme, host and port, exactly), or by default the page's own origin — the ``Origin`` names the
+host and port the request was sent to (its ``Host`` header), that host is in ``ALLOWED_HOSTS``,
+and a ``wss`` request comes from an ``https`` page. Another port or scheme on an allowed host is
+another origin, as browsers define it. A request *without* ``Origin`` does not come from a
 browser: the official Node, .NET and Java clients, pysignalr and signalrcore send none. Such a
 client cannot ride on a victim's cookies (the cross-site WebSocket hijacking attack needs a
 browser), so it is accepted and authenticated like any other request.
@@ -42,8 +45,35 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     if allowed_origins is not None:
         normalized = f"{parsed.scheme}://{parsed.netloc}".lower()
         return "*" in allowed_origins or normalized in (item.rstrip("/").lower() for item in allowed_origins)
+    if not _same_origin(scope, parsed.scheme, parsed.netloc):
+        return False
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
     domain, _port = split_domain_port(parsed.netloc)
     return bool(domain) and validate_host(domain, allowed_hosts)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _same_origin(scope: dict[str, Any], scheme: str, netloc: str) -> bool:
+    """Whether an origin (``scheme``, ``netloc``) is the one the request was made to (its Host header).
+
+    A Host without a port matches the origin's default port, whatever the scheme: behind a proxy
+    that ends TLS the socket is ``ws`` while the page is ``https`` on port 443.
+    """
+    raw_host = _header(scope, b"host")
+    if raw_host is None:
+        return False
+    try:
+        host = raw_host.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return False
+    origin_domain, origin_port = split_domain_port(netloc.lower())
+    host_domain, host_port = split_domain_port(host)
+    if not origin_domain or origin_domain != host_domain:
+        return False
+    if scope.get("scheme") == "wss" and scheme != "https":
+        return False
+    return (origin_port or _DEFAULT_PORTS[scheme]) == (host_port or _DEFAULT_PORTS[scheme])

@@ -27,6 +27,7 @@ from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.protocol.handshake import HANDSHAKE_OK
 from signalr_groups.protocol.json import PING_RECORD, RecordReader, write_close
 from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
+from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.handshake import frame_text, read_handshake
 from signalr_groups.server.outbox import Outbox
 from signalr_groups.server.state import ConnectionState
@@ -59,6 +60,7 @@ class HubConnection:
         credentials: Credentials,
         user_identifier: str | None,
         manager: HubLifetimeManager,
+        flow: FlowControl | None = None,
     ) -> None:
         self.hub = hub
         self.scope = scope
@@ -78,6 +80,7 @@ class HubConnection:
             group_names=lambda: self.manager.registry.groups_of(connection_id),
         )
         self._send = send
+        self.flow = flow if flow is not None else FlowControl()
         self.outbox = Outbox(
             send,
             connection_id=connection_id,
@@ -85,6 +88,7 @@ class HubConnection:
             on_pressure=manager.fairness.report_pressure,
             on_overflow=self._overflowed,
             on_broken=self._transport_broken,
+            writable=self.flow.writable if self.flow.controls_writes else None,
         )
         self.dispatcher = HubDispatcher(
             hub=hub,
@@ -293,6 +297,7 @@ class HubConnection:
         while self.state.accepting:
             task = asyncio.current_task()
             self._receiving = task
+            self.flow.before_receive()
             try:
                 message = await receive()
             except asyncio.CancelledError:
@@ -309,6 +314,7 @@ class HubConnection:
                 if code not in (1000, 1001):
                     self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
                 break
+            self.flow.after_receive()
             self.last_receive = time.monotonic()
             text = frame_text(message)
             if text is None:
@@ -319,7 +325,11 @@ class HubConnection:
             worker = self.dispatcher.worker
             if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
                 # Backpressure: stop reading the socket until the queued invocations have run.
-                await self._wait_for_worker_or_stop(worker)
+                self.flow.pause_reading()
+                try:
+                    await self._wait_for_worker_or_stop(worker)
+                finally:
+                    self.flow.resume_reading()
                 self.last_receive = time.monotonic()
 
     async def _wait_for_worker_or_stop(self, worker: asyncio.Task[None]) -> None:
@@ -372,12 +382,17 @@ class HubConnection:
                 except Exception:
                     logger.exception("signalr_groups: leaving groups failed for %s", self.connection_id)
         writer = self._writer
-        if writer is not None:
-            if self.outbox.close_queued and not writer.done():
-                self.outbox.wake()
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), 5.0)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
-        self.state = ConnectionState.CLOSED
+        try:
+            if writer is not None:
+                if self.outbox.close_queued and not writer.done():
+                    self.outbox.wake()
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                        await asyncio.wait_for(asyncio.shield(writer), 5.0)
+                if not writer.done():
+                    self.flow.drop()  # the client does not read: free what the server buffered for it
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+        finally:
+            self.flow.close()
+            self.state = ConnectionState.CLOSED

@@ -25,6 +25,7 @@ from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
+from signalr_groups.server.flow import flow_control_for
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class HubConsumer:
             raise RuntimeError("no lifetime manager")
         await send({"type": "websocket.accept"})
         connection = HubConnection(
+            flow=flow_control_for(receive, send),
             hub=self.hub,
             scope=scope,
             send=send,

@@ -23,7 +23,7 @@ class Outbox:
     :meth:`put` never waits: it appends, reports *pressure* past a quarter of ``max_bytes`` (so
     busy senders yield and the writer runs) and *overflow* past ``max_bytes`` (a client that
     stopped reading). The writer (:meth:`run`) joins queued records into frames of up to
-    :data:`BATCH_CHARS`. :meth:`close` queues a last record and the end marker: the writer sends
+    :data:`BATCH_CHARS`, each written once the socket has room (``writable``, see :mod:`.flow`). :meth:`close` queues a last record and the end marker: the writer sends
     both, then a WebSocket close.
     """
 
@@ -36,6 +36,7 @@ class Outbox:
         "_queue",
         "_send",
         "_waiter",
+        "_writable",
         "close_queued",
         "connection_id",
         "last_write",
@@ -50,8 +51,10 @@ class Outbox:
         on_pressure: Callable[[], None],
         on_overflow: Callable[[], None],
         on_broken: Callable[[], None],
+        writable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._send = send
+        self._writable = writable
         self.connection_id = connection_id
         self._max_bytes = max_bytes
         self._on_pressure = on_pressure
@@ -130,6 +133,8 @@ class Outbox:
                         break
                 self._chars = max(0, self._chars - size)
                 if parts:
+                    if self._writable is not None:
+                        await self._writable()  # the server buffers writes without limit: wait for room
                     self.last_write = time.monotonic()
                     await self._send({"type": "websocket.send", "text": "".join(parts)})
                 if close_after:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.live import InvocationError
@@ -94,15 +96,32 @@ def test_catch_up_says_when_it_is_cut_short(live_server_process, rooms, node):
     assert node.invoke("alice", "JoinRoom", "lobby", last - 3)["gap"] is False
 
 
-def test_docs_sample_cannot_post_to_a_restricted_group_from_outside(live_server_process, rooms, node):
+def test_no_hub_method_lets_an_anonymous_client_into_a_login_only_room(live_server_process, rooms, node):
+    """The docs sample's methods work on their own groups: a room's messages and presence stay with its members."""
     url = live_server_process.http_url + "/chatHub"
-    node.connect("anon", url)
-    node.connect("bob", url, cookie=rooms["bob"])
-    node.invoke("bob", "SendMessageToGroup", "lobby", "open groups take anyone's message, as in the docs")
-    with pytest.raises(InvocationError, match="Only members may send to the restricted group 'vip-lounge'"):
-        node.invoke("anon", "SendMessageToGroup", "vip-lounge", "spoofed")
-    with pytest.raises(InvocationError, match="Only members may send"):
-        node.invoke("anon", "RemoveFromGroup", "staff-room")
+    events = ("RoomMessage", "Presence", "Send", "ReceiveMessage", "PrivateMessage")
+    node.connect("anon", url, events=events)
+    node.connect("bob", url, cookie=rooms["bob"], events=events)
+    node.invoke("bob", "JoinRoom", "lobby", 0)
+    for room in ("lobby", "vip-lounge"):
+        node.invoke("anon", "AddToGroup", room)  # joins the sample's group of that name, not the room
+        node.invoke("anon", "SendMessageToGroup", room, "spoofed")
+    with pytest.raises(InvocationError, match="unauthorized"):
+        node.invoke("anon", "JoinRoom", "lobby", 0)
+    with pytest.raises(InvocationError, match="unauthorized"):
+        node.invoke("anon", "SendPrivateMessage", "bob", "hello from nobody")
+    node.invoke("bob", "SendToRoom", "lobby", "members only")
+    node.wait_for("bob", lambda ev: any(args[1]["text"] == "members only" for args in _events(ev, "RoomMessage")))
+    time.sleep(0.3)
+    anon = node.collect("anon")
+    assert _events(anon, "RoomMessage") == [] and _events(anon, "Presence") == []  # nothing of the room
+    bob = node.collect("bob")
+    assert not any("spoofed" in str(args) for args in _events(bob, "RoomMessage") + _events(bob, "Send"))
+    assert _events(bob, "ReceiveMessage") == [] and _events(bob, "PrivateMessage") == []
+    # The sample itself still works as in the docs, within its own groups.
+    node.invoke("bob", "AddToGroup", "lobby")
+    node.invoke("anon", "SendMessageToGroup", "lobby", "open groups take anyone's message, as in the docs")
+    node.wait_for("bob", lambda ev: any("as in the docs" in args[0] for args in _events(ev, "Send")))
 
 
 def test_a_revoked_member_leaves_the_others_presence_at_once(live_server_process, rooms, node):

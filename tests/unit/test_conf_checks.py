@@ -81,11 +81,11 @@ def test_check_ids_are_documented_once():
     assert len(CHECK_IDS) == len(set(CHECK_IDS))
 
 
-def _scope(origin: bytes | None):
-    headers = [(b"host", b"127.0.0.1")]
+def _scope(origin: bytes | None, host: bytes = b"127.0.0.1:8000", scheme: str = "ws"):
+    headers = [(b"host", host)]
     if origin is not None:
         headers.append((b"origin", origin))
-    return {"type": "websocket", "headers": headers}
+    return {"type": "websocket", "scheme": scheme, "headers": headers}
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,10 @@ def _scope(origin: bytes | None):
     [
         (None, True),  # not a browser: Node, Python and .NET clients send no Origin
         (b"http://127.0.0.1:8000", True),
-        (b"https://localhost", True),
+        (b"https://127.0.0.1:8000", True),
+        (b"http://127.0.0.1:8001", False),  # another port on an allowed host is another origin
+        (b"http://127.0.0.1", False),
+        (b"https://localhost", False),  # allowed host, but not the one the request was sent to
         (b"http://evil.example", False),
         (b"http://localhost.evil.example", False),
         (b"http://127.0.0.1.evil.example", False),
@@ -106,6 +109,23 @@ def test_origin_policy(origin, allowed):
     assert origin_allowed(_scope(origin)) is allowed
 
 
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme", "allowed"),
+    [
+        (b"https://localhost", b"localhost", "ws", True),  # TLS ended by a proxy: Host has no port
+        (b"https://localhost", b"localhost", "wss", True),
+        (b"http://localhost", b"localhost", "wss", False),  # a plain-http page on a wss socket
+        (b"http://localhost:80", b"localhost", "ws", True),
+        (b"https://localhost:8443", b"localhost", "ws", False),
+        (b"http://localhost:8000", b"localhost:8000", "ws", True),
+        (b"http://localhost:8000", b"LOCALHOST:8000", "ws", True),
+    ],
+)
+def test_default_policy_is_same_origin(origin, host, scheme, allowed):
+    with override_settings(ALLOWED_HOSTS=["localhost"]):
+        assert origin_allowed(_scope(origin, host, scheme)) is allowed
+
+
 def test_explicit_allowed_origins():
     with override_settings(SIGNALR_GROUPS={"ALLOWED_ORIGINS": ["https://app.example.com"]}):
         assert origin_allowed(_scope(b"https://app.example.com"))
@@ -115,5 +135,5 @@ def test_explicit_allowed_origins():
 
 def test_debug_with_no_allowed_hosts_allows_localhost_only():
     with override_settings(DEBUG=True, ALLOWED_HOSTS=[]):
-        assert origin_allowed(_scope(b"http://localhost:8000"))
-        assert not origin_allowed(_scope(b"http://example.com"))
+        assert origin_allowed(_scope(b"http://localhost:8000", b"localhost:8000"))
+        assert not origin_allowed(_scope(b"http://example.com", b"example.com"))

@@ -1,0 +1,215 @@
+"""Flow control between a connection and its ASGI server, so that no client can grow the server's memory.
+
+uvicorn applies backpressure by itself: it stops reading a socket whose messages the application
+does not ``receive()``, and its ``send()`` waits while the socket's write buffer is full. daphne
+does neither: it reads every frame into an unbounded queue, and buffers every write in Twisted.
+Under daphne this module supplies what is missing, through daphne's own Twisted transport:
+
+- **reading**: the socket stops being read (``transport.pauseProducing()``) while daphne's queue
+  holds more than :data:`QUEUE_HIGH` frames, or while the connection waits for its invocations
+  to drain, and resumes below :data:`QUEUE_LOW`;
+- **writing**: the connection registers as a streaming producer on the transport; Twisted pauses
+  it when its write buffer passes 64 KiB and resumes it when the buffer drains, and the outbox
+  waits for that before it writes the next frame — so a client that stops reading fills the
+  outbox, whose bound (``OUTBOX_MAX_BYTES``) then closes it;
+- **dropping**: a connection whose last frames cannot be written (the client stopped reading)
+  is dropped at once (``dropConnection(abort=True)``), freeing Twisted's buffer.
+
+Reading daphne's queue and protocol uses two of daphne's internals (the ``receive`` callable is
+the queue's bound ``get``; ``send`` is a ``functools.partial`` of ``Server.handle_reply`` over
+the protocol); :func:`missing_daphne_internals` names them if a daphne release changes them, and
+the connection then falls back to no flow control, as before. Everything else used is public
+Twisted (``IPushProducer``, ``pauseProducing``) and autobahn (``registerProducer``,
+``dropConnection``) API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+logger = logging.getLogger(__name__)
+
+#: Frames in daphne's queue above which the socket stops being read (a frame is at most 1 MiB in daphne).
+QUEUE_HIGH: Final = 8
+#: Frames in daphne's queue at or below which a socket paused for the queue is read again.
+QUEUE_LOW: Final = 2
+
+
+class FlowControl:
+    """No flow control needed: the server applies backpressure itself (uvicorn, and the test communicator)."""
+
+    #: Whether :meth:`writable` can ever wait (the outbox skips the call otherwise).
+    controls_writes = False
+
+    def before_receive(self) -> None:
+        """Called before each ``receive()``."""
+
+    def after_receive(self) -> None:
+        """Called after each ``receive()``."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the connection waits for its invocations)."""
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+
+    async def writable(self) -> None:
+        """Wait until the socket can take another frame without growing the server's buffers."""
+
+    def drop(self) -> None:
+        """Drop the connection now, discarding what could not be written."""
+
+    def close(self) -> None:
+        """The connection is over: release the transport."""
+
+
+class DaphneFlowControl(FlowControl):
+    """Flow control through daphne's Twisted transport (see the module docstring)."""
+
+    controls_writes = True
+
+    def __init__(self, protocol: Any, queue: asyncio.Queue[Any]) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._queue = queue
+        self._paused_for: set[str] = set()
+        self._write_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._registered = False
+        if getattr(self._transport, "producer", None) is None:
+            protocol.registerProducer(self, True)  # Twisted calls pauseProducing/resumeProducing on us
+            self._registered = True
+
+    # --- IPushProducer, called by Twisted when its write buffer fills up and drains
+
+    def pauseProducing(self) -> None:
+        """Twisted's write buffer is full."""
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        """Twisted's write buffer drained."""
+        self._write_paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: nobody should wait to write."""
+        self._write_paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- FlowControl
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused_for:
+            self._transport.pauseProducing()
+        self._paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._paused_for:
+            self._paused_for.discard(reason)
+            if not self._paused_for:
+                self._transport.resumeProducing()
+
+    def before_receive(self) -> None:
+        """Read again before waiting on a queue that has drained (or the wait would never end)."""
+        if "queue" in self._paused_for and self._queue.qsize() <= QUEUE_LOW:
+            self._resume("queue")
+
+    def after_receive(self) -> None:
+        """Stop reading while daphne's queue is long."""
+        if self._queue.qsize() > QUEUE_HIGH:
+            self._pause("queue")
+
+    def pause_reading(self) -> None:
+        """Stop reading while the connection waits for its invocations."""
+        self._pause("invocations")
+
+    def resume_reading(self) -> None:
+        """The invocations drained: read again (unless the queue is still long)."""
+        self._resume("invocations")
+
+    async def writable(self) -> None:
+        """Wait while Twisted's write buffer is over its 64 KiB mark."""
+        while self._write_paused:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def drop(self) -> None:
+        """Abort the TCP connection (Twisted discards its buffer)."""
+        try:
+            self._protocol.dropConnection(abort=True)
+        except Exception:
+            logger.debug("signalr_groups: dropping a daphne connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Unregister from the transport and let Twisted read again."""
+        if self._registered:
+            self._registered = False
+            try:
+                self._protocol.unregisterProducer()
+            except Exception:
+                logger.debug("signalr_groups: unregistering from a daphne transport failed", exc_info=True)
+        if self._paused_for:
+            self._paused_for.clear()
+            try:
+                self._transport.resumeProducing()
+            except Exception:
+                logger.debug("signalr_groups: resuming a daphne transport failed", exc_info=True)
+        self._wake()
+
+
+def _daphne_protocol(send: Callable[..., Awaitable[None]]) -> Any | None:
+    """daphne's ``WebSocketProtocol`` behind a ``send`` callable, if it is daphne's."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    if getattr(send.func, "__qualname__", "") != "Server.handle_reply":
+        return None
+    protocol = send.args[0]
+    if getattr(type(protocol), "__module__", "") != "daphne.ws_protocol":
+        return None
+    return protocol
+
+
+def _daphne_queue(receive: Callable[..., Awaitable[Any]]) -> asyncio.Queue[Any] | None:
+    """daphne's application queue behind a ``receive`` callable (its bound ``get``)."""
+    owner = getattr(receive, "__self__", None)
+    return owner if isinstance(owner, asyncio.Queue) else None
+
+
+def missing_daphne_internals() -> list[str]:
+    """What of daphne's internals this module reads is missing from the installed daphne (empty: all there)."""
+    try:
+        from daphne.server import Server  # daphne is a dependency, imported only where it is checked
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:
+        return ["daphne"]
+    missing = []
+    if Server.handle_reply.__qualname__ != "Server.handle_reply":
+        missing.append("daphne.server.Server.handle_reply")
+    for name in ("registerProducer", "unregisterProducer", "dropConnection"):
+        if not hasattr(WebSocketProtocol, name):
+            missing.append(f"daphne.ws_protocol.WebSocketProtocol.{name}")
+    return missing
+
+
+def flow_control_for(receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> FlowControl:
+    """The flow control a connection needs under the server that called it."""
+    protocol = _daphne_protocol(send)
+    queue = _daphne_queue(receive)
+    if protocol is None or queue is None or getattr(protocol, "transport", None) is None:
+        return FlowControl()
+    try:
+        return DaphneFlowControl(protocol, queue)
+    except Exception:
+        logger.warning("signalr_groups: no flow control for a daphne connection", exc_info=True)
+        return FlowControl()

@@ -1,0 +1,179 @@
+"""A client that floods or stops reading cannot grow the server's memory, on daphne and on uvicorn.
+
+Measured from the server process's RSS (``/proc/<pid>/status``), with a margin. daphne reads
+every frame into an unbounded queue and buffers every write; the connection's flow control
+(``signalr_groups.server.flow``) holds both to a bound there, as uvicorn does by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from websockets.asyncio.client import connect
+
+from tests.live import ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+RS = "\x1e"
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+#: Growth of the server's RSS we accept under each attack (the attacks below push 100+ MB).
+RSS_MARGIN_MB = 60
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class PeakRss:
+    """Samples a process's RSS every 50 ms in a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline = _rss_mb(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_mb(self.pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.baseline
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def server(request, django_db_setup, tmp_path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "server.log", str(settings.DATABASES["default"]["NAME"]), server=request.param)
+    yield process
+    process.stop()
+
+
+def _invocation(target: str, *arguments: object, invocation_id: str | None = None) -> str:
+    message: dict[str, object] = {"type": 1, "target": target, "arguments": list(arguments)}
+    if invocation_id is not None:
+        message["invocationId"] = invocation_id
+    return json.dumps(message) + RS
+
+
+async def _warm_up(server: ServerProcess) -> None:
+    """One ordinary connection first, so that the baseline includes everything a connection loads."""
+    async with connect(server.ws_url + "/interop") as ws:
+        await ws.send(HANDSHAKE)
+        assert await ws.recv() == "{}" + RS
+        await ws.send(_invocation("Echo", "x" * 30_000, invocation_id="1"))
+        assert '"invocationId":"1"' in str(await ws.recv())
+
+
+async def test_a_flooding_client_is_held_back_and_memory_stays_bounded(server):
+    """~30 KB invocations of a slow method, sent nonstop for 6 s: the server stops reading, not buffering."""
+    await _warm_up(server)
+    record = _invocation("Slow", "x" * 30_000)
+    sent = 0
+    with PeakRss(server.process.pid) as rss:
+        async with connect(server.ws_url + "/interop", max_size=None) as ws:
+            await ws.send(HANDSHAKE)
+            deadline = time.monotonic() + 6
+            while (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(ws.send(record * 4), remaining)
+                except TimeoutError:
+                    break  # the server holds us back: exactly what it should do
+                sent += 4 * len(record)
+    assert rss.growth < RSS_MARGIN_MB, f"RSS grew {rss.growth:.0f} MB while the client sent {sent / 1e6:.0f} MB"
+    async with connect(server.ws_url + "/interop") as other:  # the server is fine
+        await other.send(HANDSHAKE)
+        assert await other.recv() == "{}" + RS
+
+
+def _stalled_member(port: int, group: str) -> socket.socket:
+    """A raw WebSocket client with a tiny receive buffer that joins ``group`` and then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /interop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101")
+
+    def frame(text: str) -> bytes:
+        payload = text.encode()
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        assert len(payload) < 126
+        return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+    sock.sendall(frame(HANDSHAKE))
+    sock.sendall(frame(_invocation("JoinGroup", group, invocation_id="1")))
+    received = received.split(b"\r\n\r\n", 1)[1]
+    while b'"invocationId":"1"' not in received:
+        received += sock.recv(4096)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Read what is buffered until the server's close (EOF or reset) shows, within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(1 << 20):
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(server):
+    """150 MB of group traffic for a member that reads nothing: its outbox bound closes it on every server."""
+    await _warm_up(server)
+    stalled = _stalled_member(server.port, "busy")
+    try:
+        record = _invocation("SendToGroup", "busy", "x" * 30_000)
+        with PeakRss(server.process.pid) as rss:
+            async with connect(server.ws_url + "/interop") as sender:
+                await sender.send(HANDSHAKE)
+                assert await sender.recv() == "{}" + RS
+                for _ in range(500):
+                    await sender.send(record * 10)  # no invocation id: nothing comes back
+                await sender.send(_invocation("Echo", "done", invocation_id="end"))
+                while '"invocationId":"end"' not in str(await sender.recv()):
+                    pass
+            await asyncio.sleep(1)
+        assert rss.growth < RSS_MARGIN_MB, f"RSS grew {rss.growth:.0f} MB for 150 MB of traffic to a stalled reader"
+        assert _closed_by_server(stalled, within=20), "the stalled client was not closed"
+    finally:
+        stalled.close()

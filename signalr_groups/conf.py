@@ -31,6 +31,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_GROUP_NAME_LENGTH": 256,
     "MAX_PENDING_INVOCATIONS": 100,
     "OUTBOX_MAX_BYTES": 1024 * 1024,
+    #: Connections one user (identifier) may hold to one hub on one server process.
+    "MAX_CONNECTIONS_PER_USER": 100,
+    #: Groups one connection may be in at once.
+    "MAX_GROUPS_PER_CONNECTION": 1000,
     "NEGOTIATE_TOKEN_MAX_AGE": 60.0,
     "GROUP_ACTION_TIMEOUT": 5.0,
     "ALLOWED_ORIGINS": None,
@@ -64,6 +68,8 @@ _POSITIVE_INTS: Final = (
     "MAX_GROUP_NAME_LENGTH",
     "MAX_PENDING_INVOCATIONS",
     "OUTBOX_MAX_BYTES",
+    "MAX_CONNECTIONS_PER_USER",
+    "MAX_GROUPS_PER_CONNECTION",
 )
 
 
@@ -81,6 +87,8 @@ class HubSettings:
     max_group_name_length: int
     max_pending_invocations: int
     outbox_max_bytes: int
+    max_connections_per_user: int
+    max_groups_per_connection: int
     negotiate_token_max_age: float
     group_action_timeout: float
     allowed_origins: tuple[str, ...] | None
@@ -167,6 +175,8 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         max_group_name_length=values["MAX_GROUP_NAME_LENGTH"],
         max_pending_invocations=values["MAX_PENDING_INVOCATIONS"],
         outbox_max_bytes=values["OUTBOX_MAX_BYTES"],
+        max_connections_per_user=values["MAX_CONNECTIONS_PER_USER"],
+        max_groups_per_connection=values["MAX_GROUPS_PER_CONNECTION"],
         negotiate_token_max_age=float(values["NEGOTIATE_TOKEN_MAX_AGE"]),
         group_action_timeout=float(values["GROUP_ACTION_TIMEOUT"]),
         allowed_origins=None if origins is None else tuple(origins),

@@ -41,6 +41,10 @@ class HandshakeError(ProtocolError):
     """A handshake request the server cannot accept; its message goes into the handshake response."""
 
 
+class LimitExceededError(HubError):
+    """A limit a deployer set was reached (``MAX_CONNECTIONS_PER_USER``, ``MAX_GROUPS_PER_CONNECTION``)."""
+
+
 class GroupAccessDeniedError(HubError):
     """Joining a group was refused: a restricted group without a valid grant (or another join guard said no).
 

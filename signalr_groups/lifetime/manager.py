@@ -30,7 +30,7 @@ from signalr_groups.backplane.membership import LayerMembership
 from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, REPLY, SEND
 from signalr_groups.backplane.rpc import LEGACY_ACK, ReplyInbox, answer
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.exceptions import HubError
+from signalr_groups.exceptions import HubError, LimitExceededError
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
 from signalr_groups.lifetime.registry import ConnectionRegistry, LocalConnection
@@ -136,15 +136,20 @@ class HubLifetimeManager:
     async def connect(self, connection: LocalConnection) -> None:
         """Register a connection after its handshake: it joins the hub and its user's group.
 
-        Raises if the channel layer cannot be reached (the connection is then not registered),
-        so the caller can close it with ``allowReconnect`` rather than leave it deaf to other
-        processes.
+        Raises :class:`LimitExceededError` when the user already holds ``MAX_CONNECTIONS_PER_USER``
+        connections here, and whatever the channel layer raised if it cannot be reached (the
+        connection is then not registered), so the caller can close it with a clear error rather
+        than leave it deaf to other processes.
         """
+        user = connection.user_identifier
+        limit = get_hub_settings().max_connections_per_user
         async with self._lifecycle:
             if not self._running:
-                await self._start()
+                await self._start()  # (a user's first connection here is never over the limit)
+            if user is not None and self.registry.user_connection_count(user) >= limit:
+                raise LimitExceededError(f"Too many connections: a user may hold {limit} to this hub on a server.")
             self.registry.add(connection)
-        user, account = connection.user_identifier, connection.credentials.account_id
+        account = connection.credentials.account_id
         try:
             if user is not None:
                 await self._sync("user", user)
@@ -201,6 +206,9 @@ class HubLifetimeManager:
             # Already a member, or a concurrent join is in flight: wait for its layer join.
             await self._sync("group", group)
             return registry.is_member(connection_id, group)
+        limit = get_hub_settings().max_groups_per_connection
+        if registry.group_count(connection_id) >= limit:
+            raise LimitExceededError(f"Too many groups: a connection may be in {limit} at once.")
         for extension in self.extensions:
             await extension.before_join(connection, group)
         if registry.connections.get(connection_id) is not connection:

@@ -81,6 +81,14 @@ class ConnectionRegistry:
         """The groups a connection is in (empty if it is not registered)."""
         return frozenset(self._groups_of.get(connection_id, ()))
 
+    def group_count(self, connection_id: str) -> int:
+        """How many groups a connection is in."""
+        return len(self._groups_of.get(connection_id, ()))
+
+    def user_connection_count(self, user: str) -> int:
+        """How many local connections a user identifier has."""
+        return len(self._users.get(user, ()))
+
     def is_member(self, connection_id: str, group: str) -> bool:
         """Whether a connection is in a group."""
         return group in self._groups_of.get(connection_id, ())

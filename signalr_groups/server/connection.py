@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
-from signalr_groups.exceptions import ProtocolError
+from signalr_groups.exceptions import LimitExceededError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
@@ -269,6 +269,10 @@ class HubConnection:
                 try:
                     await self.manager.connect(self)
                     registered = True
+                except LimitExceededError as exc:
+                    logger.info("signalr_groups: refused %s: %s", self.connection_id, exc)
+                    self._begin_close(str(exc), False, exc)
+                    return False
                 except Exception as exc:
                     logger.exception("signalr_groups: could not register %s (layer down?)", self.connection_id)
                     self._begin_close(unreachable, True, exc)

@@ -28,7 +28,7 @@ def counting_layer():
 
 
 async def _populate(manager: HubLifetimeManager, prefix: str, size: int, group: str) -> list[FakeConnection]:
-    members = [FakeConnection(f"{prefix}{i}", user=f"user{i % 7}") for i in range(size)]
+    members = [FakeConnection(f"{prefix}{i}", user=f"user{i % 70}") for i in range(size)]  # at most 15 devices each
     for member in members:
         await manager.connect(member)
         await manager.add_local(member.connection_id, group)

@@ -89,6 +89,7 @@ class HubConnection:
             on_overflow=self._overflowed,
             on_broken=self._transport_broken,
             writable=self.flow.writable if self.flow.controls_writes else None,
+            before_close=self._linger if self.flow.lingers else None,
         )
         self.dispatcher = HubDispatcher(
             hub=hub,
@@ -108,6 +109,8 @@ class HubConnection:
         #: The event loop serving this connection (set by run; abort() from a thread goes through it).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._receive: ASGIReceive | None = None
+        self._client_gone = False
         self.last_receive = time.monotonic()
         self.client_pinged = False
 
@@ -209,6 +212,11 @@ class HubConnection:
             self.state = _CLOSING
         self._wake_reader()
 
+    async def _linger(self) -> None:
+        """Once the Close message is written: let the client read it and close first (see :mod:`.flow`)."""
+        if not self._client_gone and self._receive is not None:
+            self._client_gone = await self.flow.linger(self._receive)
+
     def close_for(self, error: ProtocolError) -> None:
         """Close after a protocol error: Close message with the reason, reconnect allowed (as ASP.NET)."""
         logger.info("signalr_groups: protocol error on %s: %s", self.connection_id, error)
@@ -233,6 +241,7 @@ class HubConnection:
         if handshake is None:
             return
         self._loop = asyncio.get_running_loop()
+        self._receive = receive
         registered = connected = False
         try:
             registered = await self._register()
@@ -315,6 +324,7 @@ class HubConnection:
             if message["type"] == "websocket.disconnect":
                 code = message.get("code", 1005)
                 self.state = _CLOSING
+                self._client_gone = True
                 if code not in (1000, 1001):
                     self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
                 break

@@ -8,16 +8,21 @@ Under daphne this module supplies what is missing, through daphne's own Twisted 
 - **reading**: the socket stops being read (``transport.pauseProducing()``) while daphne's queue
   holds more than :data:`QUEUE_HIGH` frames, or while the connection waits for its invocations
   to drain, and resumes below :data:`QUEUE_LOW`;
-- **writing**: the connection registers as a streaming producer on the transport; Twisted pauses
-  it when its write buffer passes 64 KiB and resumes it when the buffer drains, and the outbox
-  waits for that before it writes the next frame — so a client that stops reading fills the
-  outbox, whose bound (``OUTBOX_MAX_BYTES``) then closes it;
+- **writing**: the connection registers as the streaming producer of the TCP transport (in
+  place of the HTTP channel daphne leaves there after the upgrade); Twisted pauses it when its
+  write buffer passes 64 KiB and resumes it when the buffer drains, and the outbox waits for
+  that before it writes the next frame — so a client that stops reading fills the outbox, whose
+  bound (``OUTBOX_MAX_BYTES``) then closes it;
 - **dropping**: a connection whose last frames cannot be written (the client stopped reading)
-  is dropped at once (``dropConnection(abort=True)``), freeing Twisted's buffer.
+  is dropped at once (``dropConnection(abort=True)``), freeing Twisted's buffer;
+- **closing**: after the Close message the connection lingers (up to :data:`CLOSE_LINGER`
+  seconds) for the client to close first. autobahn gives the closing handshake one second and
+  then drops the TCP connection; a client that had not read the Close message by then would
+  lose it to the reset.
 
 Reading daphne's queue and protocol uses two of daphne's internals (the ``receive`` callable is
 the queue's bound ``get``; ``send`` is a ``functools.partial`` of ``Server.handle_reply`` over
-the protocol); :func:`missing_daphne_internals` names them if a daphne release changes them, and
+the protocol, found under Channels' session middleware through its ``real_send``); :func:`missing_daphne_internals` names them if a daphne release changes them, and
 the connection then falls back to no flow control, as before. Everything else used is public
 Twisted (``IPushProducer``, ``pauseProducing``) and autobahn (``registerProducer``,
 ``dropConnection``) API.
@@ -26,6 +31,7 @@ Twisted (``IPushProducer``, ``pauseProducing``) and autobahn (``registerProducer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +43,8 @@ logger = logging.getLogger(__name__)
 QUEUE_HIGH: Final = 8
 #: Frames in daphne's queue at or below which a socket paused for the queue is read again.
 QUEUE_LOW: Final = 2
+#: Seconds a closing connection waits for the client to close first, under daphne (see above).
+CLOSE_LINGER: Final = 3.0
 
 
 class FlowControl:
@@ -44,6 +52,8 @@ class FlowControl:
 
     #: Whether :meth:`writable` can ever wait (the outbox skips the call otherwise).
     controls_writes = False
+    #: Whether a closing connection waits for the client to close first (:meth:`linger`).
+    lingers = False
 
     def before_receive(self) -> None:
         """Called before each ``receive()``."""
@@ -66,11 +76,21 @@ class FlowControl:
     def close(self) -> None:
         """The connection is over: release the transport."""
 
+    async def linger(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+        """Wait (up to :data:`CLOSE_LINGER` s) for the client to close; True if it did. Frames meanwhile are dropped."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_LINGER):
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+                return True
+        return False
+
 
 class DaphneFlowControl(FlowControl):
     """Flow control through daphne's Twisted transport (see the module docstring)."""
 
     controls_writes = True
+    lingers = True
 
     def __init__(self, protocol: Any, queue: asyncio.Queue[Any]) -> None:
         self._protocol = protocol
@@ -80,9 +100,13 @@ class DaphneFlowControl(FlowControl):
         self._write_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._registered = False
-        if getattr(self._transport, "producer", None) is None:
-            protocol.registerProducer(self, True)  # Twisted calls pauseProducing/resumeProducing on us
-            self._registered = True
+        # After the upgrade, daphne leaves the HTTP channel registered as the TCP transport's
+        # producer: take its place, so that Twisted tells us (not it) when the write buffer fills
+        # and drains, and nobody else resumes reading behind our back.
+        if getattr(self._transport, "producer", None) is not None:
+            self._transport.unregisterProducer()
+        self._transport.registerProducer(self, True)
+        self._registered = True
 
     # --- IPushProducer, called by Twisted when its write buffer fills up and drains
 
@@ -156,7 +180,8 @@ class DaphneFlowControl(FlowControl):
         if self._registered:
             self._registered = False
             try:
-                self._protocol.unregisterProducer()
+                if getattr(self._transport, "producer", None) is self:
+                    self._transport.unregisterProducer()
             except Exception:
                 logger.debug("signalr_groups: unregistering from a daphne transport failed", exc_info=True)
         if self._paused_for:
@@ -168,8 +193,25 @@ class DaphneFlowControl(FlowControl):
         self._wake()
 
 
+#: How many middleware ``send`` wrappers we look through.
+_MAX_WRAPPERS: Final = 8
+
+
+def _unwrap_send(send: Any) -> Any:
+    """The server's own ``send`` under middleware wrappers (Channels' session middleware keeps it as ``real_send``)."""
+    for _ in range(_MAX_WRAPPERS):
+        if isinstance(send, functools.partial):
+            return send
+        inner = getattr(getattr(send, "__self__", None), "real_send", None) or getattr(send, "__wrapped__", None)
+        if inner is None:
+            return send
+        send = inner
+    return send
+
+
 def _daphne_protocol(send: Callable[..., Awaitable[None]]) -> Any | None:
     """daphne's ``WebSocketProtocol`` behind a ``send`` callable, if it is daphne's."""
+    send = _unwrap_send(send)
     if not isinstance(send, functools.partial) or not send.args:
         return None
     if getattr(send.func, "__qualname__", "") != "Server.handle_reply":
@@ -196,7 +238,7 @@ def missing_daphne_internals() -> list[str]:
     missing = []
     if Server.handle_reply.__qualname__ != "Server.handle_reply":
         missing.append("daphne.server.Server.handle_reply")
-    for name in ("registerProducer", "unregisterProducer", "dropConnection"):
+    for name in ("dropConnection",):
         if not hasattr(WebSocketProtocol, name):
             missing.append(f"daphne.ws_protocol.WebSocketProtocol.{name}")
     return missing

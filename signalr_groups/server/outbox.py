@@ -35,6 +35,7 @@ class Outbox:
         "_on_pressure",
         "_queue",
         "_send",
+        "_before_close",
         "_waiter",
         "_writable",
         "close_queued",
@@ -52,9 +53,11 @@ class Outbox:
         on_overflow: Callable[[], None],
         on_broken: Callable[[], None],
         writable: Callable[[], Awaitable[None]] | None = None,
+        before_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._send = send
         self._writable = writable
+        self._before_close = before_close
         self.connection_id = connection_id
         self._max_bytes = max_bytes
         self._on_pressure = on_pressure
@@ -138,6 +141,8 @@ class Outbox:
                     self.last_write = time.monotonic()
                     await self._send({"type": "websocket.send", "text": "".join(parts)})
                 if close_after:
+                    if self._before_close is not None:
+                        await self._before_close()  # e.g. let the client close first (see flow.py)
                     await self._send({"type": "websocket.close", "code": 1000})
                     return
         except asyncio.CancelledError:

@@ -127,15 +127,8 @@ def _stalled_member(port: int, group: str) -> socket.socket:
         received += sock.recv(4096)
     assert received.startswith(b"HTTP/1.1 101")
 
-    def frame(text: str) -> bytes:
-        payload = text.encode()
-        mask = os.urandom(4)
-        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        assert len(payload) < 126
-        return bytes([0x81, 0x80 | len(payload)]) + mask + masked
-
-    sock.sendall(frame(HANDSHAKE))
-    sock.sendall(frame(_invocation("JoinGroup", group, invocation_id="1")))
+    sock.sendall(_masked(HANDSHAKE))
+    sock.sendall(_masked(_invocation("JoinGroup", group, invocation_id="1")))
     received = received.split(b"\r\n\r\n", 1)[1]
     while b'"invocationId":"1"' not in received:
         received += sock.recv(4096)
@@ -177,3 +170,52 @@ async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(se
         assert _closed_by_server(stalled, within=20), "the stalled client was not closed"
     finally:
         stalled.close()
+
+
+def _raw_client(port: int) -> tuple[socket.socket, bytes]:
+    """A raw WebSocket client after the upgrade and the handshake; returns the socket and what it read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /interop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101")
+    sock.sendall(_masked(HANDSHAKE))
+    return sock, received.split(b"\r\n\r\n", 1)[1]
+
+
+def _masked(text: str) -> bytes:
+    payload = text.encode()
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def test_a_client_that_reads_late_still_gets_the_close_message(server):
+    """The server closes (AbortMe); the client reads only 2 s later, after sending once more meanwhile."""
+    sock, received = _raw_client(server.port)
+    try:
+        sock.sendall(_masked(_invocation("AbortMe", invocation_id="1")))
+        time.sleep(0.5)
+        sock.sendall(_masked(_invocation("Echo", "late", invocation_id="2")))  # still talking, as clients do
+        time.sleep(1.5)
+        sock.settimeout(5)
+        deadline = time.monotonic() + 5
+        while b'"type":7' not in received and time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except OSError as exc:
+                raise AssertionError(f"the connection was reset before the Close message was read: {exc!r}") from exc
+            if not chunk:
+                break
+            received += chunk
+        assert b'"type":7' in received, received[-200:]
+    finally:
+        sock.close()

@@ -1,0 +1,84 @@
+"""Flow control is chosen by the server under the app: daphne's internals are there, others need none."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from signalr_groups.server.flow import DaphneFlowControl, FlowControl, flow_control_for, missing_daphne_internals
+
+
+def test_the_installed_daphne_has_what_flow_control_reads():
+    assert missing_daphne_internals() == []
+
+
+async def test_servers_that_apply_backpressure_themselves_get_none():
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    flow = flow_control_for(receive, send)
+    assert type(flow) is FlowControl and not flow.controls_writes and not flow.lingers
+    await flow.writable()  # never waits
+
+
+async def test_daphne_is_recognised_under_channels_session_middleware():
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class Transport:
+        producer: object = None
+        reading = True
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            self.producer = producer
+
+        def unregisterProducer(self) -> None:
+            self.producer = None
+
+        def pauseProducing(self) -> None:
+            self.reading = False
+
+        def resumeProducing(self) -> None:
+            self.reading = True
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.transport = Transport()
+    server = Server.__new__(Server)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    class SessionWrapper:  # as channels.sessions.InstanceSessionWrapper keeps the server's send
+        def __init__(self, real_send: Any) -> None:
+            self.real_send = real_send
+
+        async def send(self, message: dict[str, Any]) -> None:
+            await self.real_send(message)
+
+    send = SessionWrapper(functools.partial(server.handle_reply, protocol)).send
+    flow = flow_control_for(queue.get, send)
+    assert isinstance(flow, DaphneFlowControl) and flow.controls_writes and flow.lingers
+    transport = protocol.transport
+    assert transport.producer is flow  # Twisted now tells us when its write buffer fills
+    for index in range(9):
+        queue.put_nowait({"type": "websocket.receive", "text": str(index)})
+    flow.after_receive()
+    assert not transport.reading  # the queue is long: stop reading the socket
+    while queue.qsize() > 2:
+        queue.get_nowait()
+    flow.before_receive()
+    assert transport.reading
+    flow.pause_reading()
+    assert not transport.reading
+    flow.resume_reading()
+    assert transport.reading
+    flow.pauseProducing()  # Twisted: the write buffer is full
+    waiting = asyncio.ensure_future(flow.writable())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    flow.resumeProducing()
+    await asyncio.wait_for(waiting, 1)
+    flow.close()
+    assert transport.producer is None and transport.reading

@@ -60,7 +60,7 @@ async def test_daphne_is_recognised_under_channels_session_middleware():
     send = SessionWrapper(functools.partial(server.handle_reply, protocol)).send
     flow = flow_control_for(queue.get, send)
     assert isinstance(flow, DaphneFlowControl) and flow.controls_writes and flow.lingers
-    transport = protocol.transport
+    transport: Any = protocol.transport
     assert transport.producer is flow  # Twisted now tells us when its write buffer fills
     for index in range(9):
         queue.put_nowait({"type": "websocket.receive", "text": str(index)})

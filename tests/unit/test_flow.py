@@ -9,6 +9,10 @@ from typing import Any
 from signalr_groups.server.flow import DaphneFlowControl, FlowControl, flow_control_for, missing_daphne_internals
 
 
+def _state(transport: Any) -> tuple[object, bool]:
+    return transport.producer, transport.reading
+
+
 def test_the_installed_daphne_has_what_flow_control_reads():
     assert missing_daphne_internals() == []
 
@@ -81,4 +85,4 @@ async def test_daphne_is_recognised_under_channels_session_middleware():
     flow.resumeProducing()
     await asyncio.wait_for(waiting, 1)
     flow.close()
-    assert transport.producer is None and transport.reading
+    assert _state(transport) == (None, True)  # unregistered, and reading again

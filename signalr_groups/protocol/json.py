@@ -145,6 +145,11 @@ class RecordReader:
         self._buffer = ""
         self.max_message_size = max_message_size
 
+    @property
+    def pending_chars(self) -> int:
+        """Characters of an unfinished record held until its separator arrives (at most ``max_message_size``)."""
+        return len(self._buffer)
+
     def _too_large(self, text: str) -> bool:
         limit = self.max_message_size
         if len(text) * 4 <= limit:

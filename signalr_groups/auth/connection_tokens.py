@@ -71,3 +71,9 @@ def claim(token: str, max_age: float) -> bool:
             return False
         _used[token] = now + max_age + 1.0
         return True
+
+
+def unclaim(token: str) -> None:
+    """Undo :func:`claim` (the claim could not be made everywhere, so the client may try again)."""
+    with _used_lock:
+        _used.pop(token, None)

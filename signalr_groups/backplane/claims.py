@@ -5,10 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from signalr_groups.auth.connection_tokens import claim
+from signalr_groups.auth.connection_tokens import claim, unclaim
 from signalr_groups.backplane.layer import redis_client, shared_redis_url
+from signalr_groups.exceptions import SignalRGroupsError
 
 logger = logging.getLogger(__name__)
+
+
+class ClaimUnavailableError(SignalRGroupsError):
+    """The shared Redis that records single use cannot be reached: the token is not accepted (fail closed)."""
 
 
 async def claim_everywhere(token: str, max_age: float) -> bool:
@@ -16,8 +21,9 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
 
     With several processes a client may negotiate with one and open its WebSocket on another
     (no sticky sessions needed), so "used once" must hold cluster-wide: a ``SET NX`` on a
-    digest of the token, expiring with it. If that Redis cannot be reached, the per-process
-    claim still holds (and the connection will fail to register anyway).
+    digest of the token, expiring with it. If that Redis cannot be reached the claim fails
+    closed: :class:`ClaimUnavailableError`, and the token stays unused so the client may retry
+    with it once Redis is back.
     """
     if not claim(token, max_age):
         return False
@@ -28,5 +34,6 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
     try:
         return bool(await redis_client(url).set(key, b"1", nx=True, ex=int(max_age) + 2))
     except Exception as exc:
+        unclaim(token)
         logger.warning("signalr_groups: could not record the connection token's use in Redis: %r", exc)
-        return True
+        raise ClaimUnavailableError("The server cannot check the connection token now; retry.") from exc

@@ -20,7 +20,7 @@ from signalr_groups.auth.connection_tokens import new_connection_id, resolve
 from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.auth.permissions import check_permissions
-from signalr_groups.backplane.claims import claim_everywhere
+from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
@@ -142,7 +142,11 @@ class HubConsumer:
         manager = get_manager(hub_key)
         if manager is not None and resolved in manager.connections:
             raise Refusal(409, "Connection ID already in use")
-        if not await claim_everywhere(token, settings.negotiate_token_max_age):
+        try:
+            claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
+        except ClaimUnavailableError as exc:
+            raise Refusal(503, str(exc)) from exc
+        if not claimed:
             raise Refusal(404, "No Connection with that ID")
         return resolved
 

@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from signalr_groups import get_hub_context
 from signalr_groups.presence import GroupMembers
@@ -80,11 +80,13 @@ async def _first_close_or_completion(ws: ClientConnection, timeout: float) -> di
     raise AssertionError("unreachable")
 
 
-async def _open(server: ServerProcess) -> tuple[Any, ClientConnection, str]:
-    body = await asyncio.to_thread(_negotiate, server)
-    opener = connect(
-        f"{server.ws_url}/interop?id={body['connectionToken']}", proxy=None, open_timeout=15, close_timeout=1
-    )
+async def _open(server: ServerProcess, token: str | None = None) -> tuple[Any, ClientConnection, str]:
+    """Negotiate (unless ``token`` is given, or ``""`` to skip negotiation) and open the socket."""
+    body = {"connectionToken": token, "connectionId": ""}
+    if token is None:
+        body = await asyncio.to_thread(_negotiate, server)
+    query = f"?id={body['connectionToken']}" if body["connectionToken"] else ""
+    opener = connect(f"{server.ws_url}/interop{query}", proxy=None, open_timeout=15, close_timeout=1)
     ws = await opener.__aenter__()
     await ws.send(HANDSHAKE)
     assert await asyncio.wait_for(ws.recv(), 15) == "{}\x1e"
@@ -106,8 +108,12 @@ async def _invoke(ws: ClientConnection, method: str, *args: Any, timeout: float 
 async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_db_setup, redis, tmp_path, layer):
     server = _server(tmp_path, "daphne", redis, layer)  # nothing listens on redis.port: it must start anyway
     try:
-        # A connection now: the handshake succeeds, then a clear Close that allows reconnecting.
-        opener, ws, _connection_id = await _open(server)
+        # A negotiated token cannot be claimed cluster-wide now: refused (fail closed), and left unused.
+        token = str((await asyncio.to_thread(_negotiate, server))["connectionToken"])
+        with pytest.raises(InvalidStatus):
+            await _open(server, token)
+        # Without negotiation: the handshake succeeds, then a clear Close that allows reconnecting.
+        opener, ws, _connection_id = await _open(server, "")
         try:
             started = time.monotonic()
             record = await _invoke(ws, "Echo", "anyone there?", timeout=30)
@@ -125,7 +131,12 @@ async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_d
             attempts = 0
             while True:
                 attempts += 1
-                opener, ws, connection_id = await _open(server)
+                try:
+                    opener, ws, connection_id = await _open(server)
+                except InvalidStatus:  # Redis not answering this process yet: the token is refused
+                    assert time.monotonic() < deadline, f"no working connection {RECOVERY} s after Redis came up"
+                    await asyncio.sleep(0.5)
+                    continue
                 try:
                     record = await _invoke(ws, "JoinGroup", "after-redis")
                     if record["type"] == 3:
@@ -144,6 +155,9 @@ async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_d
                 assert time.monotonic() < deadline, f"no working connection {RECOVERY} s after Redis came up"
                 await asyncio.sleep(0.5)
             print(f"{layer}: connection attempts after Redis came up: {attempts}")
+        # The token refused while Redis was down was left unused: the client may retry with it.
+        opener, ws, _connection_id = await _open(server, token)
+        await opener.__aexit__(None, None, None)
     finally:
         server.stop()
 

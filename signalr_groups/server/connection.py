@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
@@ -288,7 +289,7 @@ class HubConnection:
                     return False
                 # A logout or password change that committed between the authentication check
                 # and registration found no connection to close: look again now we are reachable.
-                if self.credentials.checkable and not await database_sync_to_async(self.credentials.still_valid)():
+                if self.credentials.checkable and not await self._credentials_still_valid():
                     self._begin_close("Your credentials are no longer valid.", False, None)
                 if self.state.accepting:
                     await self.manager.run_registered_hooks(self)
@@ -296,6 +297,15 @@ class HubConnection:
             logger.warning("signalr_groups: registering %s took too long; closing it", self.connection_id)
             self._begin_close(unreachable, True, exc)
         return registered
+
+    async def _credentials_still_valid(self) -> bool:
+        """Re-check the credentials; a database that cannot answer closes with a retryable error instead."""
+        try:
+            return bool(await database_sync_to_async(self.credentials.still_valid)())
+        except DatabaseError as exc:
+            logger.warning("signalr_groups: cannot re-check the credentials of %s: %r", self.connection_id, exc)
+            self._begin_close(f"{GENERIC_CLOSE_ERROR} The server's database is unavailable; retry.", True, exc)
+            return True
 
     async def _message_loop(
         self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None

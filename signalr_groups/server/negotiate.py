@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import authenticate
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -17,6 +19,8 @@ from signalr_groups.auth.identity import bearer_from_header, user_from_token
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
+
+logger = logging.getLogger(__name__)
 
 #: Highest negotiate version this server speaks.
 MAX_NEGOTIATE_VERSION = 1
@@ -46,6 +50,21 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
 
     @csrf_exempt
     async def negotiate(request: HttpRequest) -> HttpResponse:
+        try:
+            return await answer(request)
+        except DatabaseError:
+            # A locked or unreachable database: a clear, retryable answer rather than a 500.
+            logger.warning(
+                "signalr_groups: negotiate for %s failed: the database is unavailable", hub_key, exc_info=True
+            )
+            return HttpResponse(
+                "The server's database is unavailable; retry.",
+                status=503,
+                content_type="text/plain",
+                headers={"Retry-After": "1"},
+            )
+
+    async def answer(request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return HttpResponse(
                 "Only POST is allowed on negotiate.", status=405, content_type="text/plain", headers={"Allow": "POST"}

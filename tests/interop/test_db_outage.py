@@ -29,7 +29,7 @@ def _negotiate(server: ServerProcess, cookie: str) -> tuple[int, str]:
 
 def test_negotiate_answers_503_while_the_database_is_locked(live_users, tmp_path):
     database = tmp_path / "locked.sqlite3"
-    shutil.copy(settings.DATABASES["default"]["NAME"], database)  # with alice's session in it
+    shutil.copy(str(settings.DATABASES["default"]["NAME"]), database)  # with alice's session in it
     server = ServerProcess(tmp_path / "server.log", str(database))
     try:
         assert _negotiate(server, live_users["alice"])[0] == 200

@@ -57,7 +57,7 @@ class ServerProcess:
         else:
             command = [
                 sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                "--ws-per-message-deflate", "false",
+                "--ws-per-message-deflate", "false", "--ws-max-size", "1048576",  # as the README runs it
             ]  # fmt: skip
             pattern = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -219,3 +219,45 @@ def test_a_client_that_reads_late_still_gets_the_close_message(server):
         assert b'"type":7' in received, received[-200:]
     finally:
         sock.close()
+
+
+def _raw_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A masked client frame of any size."""
+    mask = os.urandom(4)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    length = len(payload)
+    if length < 126:
+        head += bytes([0x80 | length])
+    elif length < 1 << 16:
+        head += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    body = (int.from_bytes(payload, "little") ^ int.from_bytes(mask * (length // 4 + 1), "little")).to_bytes(
+        length + 4, "little"
+    )[:length]
+    return head + mask + body
+
+
+def test_unfinished_fragmented_messages_are_refused_past_a_mebibyte(server):
+    """20 sockets each sending a fragmented message that never ends (up to 15 MB each): closed at 1 MiB."""
+    chunk = b"x" * (256 * 1024)
+    closed = 0
+    sockets: list[socket.socket] = []
+    with PeakRss(server.process.pid) as rss:
+        for _ in range(20):
+            sock, _received = _raw_client(server.port)
+            sockets.append(sock)
+            sock.settimeout(5)
+            try:
+                sock.sendall(_raw_frame(0x1, chunk, fin=False))
+                for _ in range(59):  # 15 MB in all, never finished
+                    sock.sendall(_raw_frame(0x0, chunk, fin=False))
+            except OSError:
+                closed += 1  # the server refused the message and closed: what it should do
+                continue
+            closed += _closed_by_server(sock, within=5)
+        time.sleep(0.5)
+    for sock in sockets:
+        sock.close()
+    assert closed == 20, f"only {closed} of 20 sockets holding unfinished messages were closed"
+    assert rss.growth < RSS_MARGIN_MB, f"RSS grew {rss.growth:.0f} MB for 20 unfinished messages"

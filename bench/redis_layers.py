@@ -60,6 +60,7 @@ class _Member:
 
         self.credentials = Credentials()
         self.hub = FakeHub
+        self.client_address: str | None = None
         self._sample = sample
         self._counter = counter
 

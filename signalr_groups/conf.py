@@ -35,6 +35,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_CONNECTIONS_PER_USER": 100,
     #: Groups one connection may be in at once.
     "MAX_GROUPS_PER_CONNECTION": 1000,
+    #: Opt-in limits (None: off). Behind a proxy, per-address limits need its client address
+    #: (daphne/uvicorn --proxy-headers), or every client shares the proxy's.
+    "MAX_INVOCATIONS_PER_SECOND": None,
+    "MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS": None,
+    "MAX_NEGOTIATIONS_PER_SECOND_PER_ADDRESS": None,
     "NEGOTIATE_TOKEN_MAX_AGE": 60.0,
     "GROUP_ACTION_TIMEOUT": 5.0,
     "ALLOWED_ORIGINS": None,
@@ -89,6 +94,9 @@ class HubSettings:
     outbox_max_bytes: int
     max_connections_per_user: int
     max_groups_per_connection: int
+    max_invocations_per_second: float | None
+    max_anonymous_connections_per_address: int | None
+    max_negotiations_per_second_per_address: float | None
     negotiate_token_max_age: float
     group_action_timeout: float
     allowed_origins: tuple[str, ...] | None
@@ -99,6 +107,18 @@ class HubSettings:
     default_permission_classes: tuple[Any, ...]
     redis_url: str | None
     redis_layer: str
+
+
+def _optional(values: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:
+    """An opt-in limit: None (off), or a positive number (an integer where ``kind`` is int)."""
+    value = values[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be None or a positive number, got {value!r}.")
+    if kind is int and not isinstance(value, int):
+        raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be None or a positive integer, got {value!r}.")
+    return kind(value)
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -177,6 +197,9 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         outbox_max_bytes=values["OUTBOX_MAX_BYTES"],
         max_connections_per_user=values["MAX_CONNECTIONS_PER_USER"],
         max_groups_per_connection=values["MAX_GROUPS_PER_CONNECTION"],
+        max_invocations_per_second=_optional(values, "MAX_INVOCATIONS_PER_SECOND", float),
+        max_anonymous_connections_per_address=_optional(values, "MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS", int),
+        max_negotiations_per_second_per_address=_optional(values, "MAX_NEGOTIATIONS_PER_SECOND_PER_ADDRESS", float),
         negotiate_token_max_age=float(values["NEGOTIATE_TOKEN_MAX_AGE"]),
         group_action_timeout=float(values["GROUP_ACTION_TIMEOUT"]),
         allowed_origins=None if origins is None else tuple(origins),

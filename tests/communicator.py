@@ -38,6 +38,7 @@ class HubClient:
 
     def __init__(self, hub: type[Hub] = InteropHub, path: str = "/interop", user: Any = None) -> None:
         self.communicator = WebsocketCommunicator(HubConsumer.as_asgi(hub), path)
+        self.communicator.scope["client"] = ("127.0.0.1", 40000)  # as a server gives it
         if user is not None:
             self.communicator.scope["user"] = user
         self._pending: list[str] = []

@@ -22,6 +22,7 @@ class FakeConnection:
         self.connection_id = connection_id
         self.user_identifier = user
         self.credentials = Credentials(account_id=account)
+        self.client_address: str | None = "127.0.0.1"
         self.records: list[str] = []
         self.aborted: list[tuple[str | None, bool | None]] = []
         self.ticks = 0

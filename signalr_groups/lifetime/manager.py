@@ -148,6 +148,18 @@ class HubLifetimeManager:
                 await self._start()  # (a user's first connection here is never over the limit)
             if user is not None and self.registry.user_connection_count(user) >= limit:
                 raise LimitExceededError(f"Too many connections: a user may hold {limit} to this hub on a server.")
+            address = connection.client_address
+            per_address = get_hub_settings().max_anonymous_connections_per_address
+            if (
+                per_address is not None
+                and user is None
+                and connection.credentials.account_id is None
+                and address is not None
+                and self.registry.anonymous_connection_count(address) >= per_address
+            ):
+                raise LimitExceededError(
+                    f"Too many anonymous connections from your address: at most {per_address} to this hub on a server."
+                )
             self.registry.add(connection)
         account = connection.credentials.account_id
         try:

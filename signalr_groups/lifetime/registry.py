@@ -24,6 +24,8 @@ class LocalConnection(Protocol):
     credentials: Credentials
     #: The Hub class this connection serves.
     hub: type[Any]
+    #: The client's network address (from the ASGI scope; None if the server gives none).
+    client_address: str | None
 
     def deliver(self, record: str) -> None:
         """Queue one serialized record for this connection, without waiting."""
@@ -38,6 +40,13 @@ class LocalConnection(Protocol):
         """Run the hub's lifecycle method ``event`` (``on_group_access_revoked``, ...) in the background."""
 
 
+def _anonymous_address(connection: LocalConnection) -> str | None:
+    """The client address of an anonymous connection (no user identifier, no account); None otherwise."""
+    if connection.user_identifier is not None or connection.credentials.account_id is not None:
+        return None
+    return connection.client_address
+
+
 class ConnectionRegistry:
     """Connections by id; connection ids by group, by user identifier and by Django account."""
 
@@ -48,6 +57,8 @@ class ConnectionRegistry:
         self._accounts: dict[str, set[str]] = {}
         self._groups_of: dict[str, set[str]] = {}
         self._since: dict[str, float] = {}
+        #: Client address -> how many anonymous connections (no user, no account) it holds.
+        self._anonymous: dict[str, int] = {}
 
     # ------------------------------------------------------------------ read-only views
 
@@ -85,6 +96,10 @@ class ConnectionRegistry:
         """How many groups a connection is in."""
         return len(self._groups_of.get(connection_id, ()))
 
+    def anonymous_connection_count(self, address: str) -> int:
+        """How many anonymous local connections a client address holds."""
+        return self._anonymous.get(address, 0)
+
     def user_connection_count(self, user: str) -> int:
         """How many local connections a user identifier has."""
         return len(self._users.get(user, ()))
@@ -116,6 +131,9 @@ class ConnectionRegistry:
         account = connection.credentials.account_id
         if account is not None:
             self._accounts.setdefault(account, set()).add(connection_id)
+        address = _anonymous_address(connection)
+        if address is not None:
+            self._anonymous[address] = self._anonymous.get(address, 0) + 1
 
     def remove(self, connection: LocalConnection) -> tuple[list[str], list[tuple[str, str]]] | None:
         """Unregister a connection; None if this very connection is not registered.
@@ -128,6 +146,13 @@ class ConnectionRegistry:
             return None
         del self._connections[connection_id]
         self._since.pop(connection_id, None)
+        address = _anonymous_address(connection)
+        if address is not None:
+            left = self._anonymous.get(address, 0) - 1
+            if left > 0:
+                self._anonymous[address] = left
+            else:
+                self._anonymous.pop(address, None)
         groups = list(self._groups_of.pop(connection_id, ()))
         emptied: list[tuple[str, str]] = []
         for group in groups:

@@ -70,6 +70,8 @@ class HubConnection:
         self.credentials = credentials
         self.user = credentials.user
         self.user_identifier = user_identifier
+        client = scope.get("client")
+        self.client_address: str | None = str(client[0]) if client else None
         self.manager = manager
         self.state = _HANDSHAKING
         self.context = HubCallerContext(

@@ -37,6 +37,7 @@ from signalr_groups.protocol.messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from signalr_groups.server.rate_limits import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class HubDispatcher:
         self._client_streams: set[str] = set()
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
+        rate = settings.max_invocations_per_second
+        self._rate = TokenBucket(rate) if rate is not None else None
 
     @property
     def pending(self) -> int:
@@ -118,16 +121,22 @@ class HubDispatcher:
     def enqueue(self, message: Invocation) -> None:
         """Queue an invocation (a protocol error for a reused id or too many pending); start the worker."""
         invocation_id = message.invocation_id
-        if invocation_id is not None:
-            if invocation_id in self._in_flight:
-                raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
-            self._in_flight.add(invocation_id)
+        if invocation_id is not None and invocation_id in self._in_flight:
+            raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
         if message.stream_ids:
             # Upload streams are not supported: the invocation fails, and the items the client
             # then sends on these ids are dropped instead of treated as errors.
             if len(self._client_streams) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
                 raise ProtocolError(f"Too many client streams (more than {MAX_CLIENT_STREAMS}).")
             self._client_streams.update(message.stream_ids)
+        if self._rate is not None and not self._rate.take():
+            # Over MAX_INVOCATIONS_PER_SECOND: refused at once, nothing runs.
+            logger.info("signalr_groups: %s invokes too often; refused %r", self.context.connection_id, message.target)
+            limit = self.settings.max_invocations_per_second
+            self._complete(invocation_id, error=f"Too many invocations: at most {limit:g} a second.")
+            return
+        if invocation_id is not None:
+            self._in_flight.add(invocation_id)
         hard_limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
         if len(self._invocations) >= hard_limit:
             raise ProtocolError(f"Too many pending invocations (more than {hard_limit}).")

@@ -19,6 +19,7 @@ from signalr_groups.auth.identity import bearer_from_header, user_from_token
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
+from signalr_groups.server.rate_limits import KeyedRateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,27 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
     can make the POST but cannot read the answer, and the WebSocket itself checks the Origin.
     """
     hub_key = hub.hub_key()
+    limiters: dict[float, KeyedRateLimiter] = {}  # by rate: a settings change starts afresh
+
+    def too_often(request: HttpRequest) -> bool:
+        rate = get_hub_settings().max_negotiations_per_second_per_address
+        if rate is None:
+            return False
+        limiter = limiters.get(rate)
+        if limiter is None:
+            limiters.clear()
+            limiter = limiters[rate] = KeyedRateLimiter(rate)
+        return not limiter.allow(str(request.META.get("REMOTE_ADDR") or ""))
 
     @csrf_exempt
     async def negotiate(request: HttpRequest) -> HttpResponse:
+        if too_often(request):
+            return HttpResponse(
+                "Too many negotiate requests from your address; retry later.",
+                status=429,
+                content_type="text/plain",
+                headers={"Retry-After": "1"},
+            )
         try:
             return await answer(request)
         except DatabaseError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.test import override_settings
+import pytest
+from django.test import Client, override_settings
 
 from tests.communicator import FakeUser, HubClient
 
@@ -47,3 +48,50 @@ async def test_a_connection_over_the_group_limit_gets_an_error_and_keeps_its_gro
         assert await client.invoke("LeaveGroup", "a") is True
         assert await client.invoke("JoinGroup", "d") is True
         await client.disconnect()
+
+
+async def test_invocations_over_the_rate_are_refused_and_do_not_run():
+    with _limits(MAX_INVOCATIONS_PER_SECOND=5):
+        client = HubClient(user=FakeUser("ria"))
+        await client.connect()
+        answers = [await client.invoke_record("CountCalls") for _ in range(8)]
+        refused = [answer for answer in answers if "error" in answer]
+        assert len(refused) >= 2  # a burst of 8 against 5 a second
+        assert all(answer["error"] == "Too many invocations: at most 5 a second." for answer in refused)
+        ran = [answer["result"] for answer in answers if "error" not in answer]
+        assert ran == list(range(1, len(ran) + 1))  # refused calls never ran
+        other = HubClient(user=FakeUser("ole"))
+        await other.connect()  # another connection has its own budget
+        assert await other.invoke("Echo", "fine") == "fine"
+        await client.disconnect()
+        await other.disconnect()
+
+
+async def test_anonymous_connections_per_address():
+    with _limits(MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS=2):
+        first, second = HubClient(), HubClient()
+        await first.connect()
+        await second.connect()
+        third = HubClient()
+        await third.connect()
+        record = await third.receive_record()
+        assert record["type"] == 7 and record["allowReconnect"] is False
+        assert "Too many anonymous connections from your address" in record["error"]
+        signed_in = HubClient(user=FakeUser("ivy"))  # users are counted by MAX_CONNECTIONS_PER_USER instead
+        await signed_in.connect()
+        assert await signed_in.invoke("Echo", "in") == "in"
+        for client in (first, second, signed_in):
+            await client.disconnect()
+
+
+@pytest.mark.django_db
+def test_negotiate_over_the_rate_of_an_address_gets_429():
+    client = Client()
+    with _limits(MAX_NEGOTIATIONS_PER_SECOND_PER_ADDRESS=3):
+        statuses = [client.post("/interop/negotiate?negotiateVersion=1").status_code for _ in range(6)]
+        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+        refused = client.post("/interop/negotiate?negotiateVersion=1")
+        assert refused.status_code == 429 and refused["Retry-After"] == "1"
+        other = client.post("/interop/negotiate?negotiateVersion=1", REMOTE_ADDR="127.0.0.2")
+        assert other.status_code == 200  # another address has its own budget
+    assert client.post("/interop/negotiate?negotiateVersion=1").status_code == 200  # off by default

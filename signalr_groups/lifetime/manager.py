@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=ManagerExtension)
 
+#: Layer groups a disconnecting connection leaves before it gives the event loop back.
+_LEAVES_PER_YIELD = 50
+
 
 class HubLifetimeManager:
     """Local registry and fan-out for one hub in one event loop; see the module docstring."""
@@ -196,8 +199,10 @@ class HubLifetimeManager:
                 extension.on_left(connection.connection_id, group)
         for extension in self.extensions:
             extension.on_unregistered(connection)
-        for kind, name in emptied:
+        for index, (kind, name) in enumerate(emptied, 1):
             await self._sync_quietly(kind, name)
+            if index % _LEAVES_PER_YIELD == 0:
+                await asyncio.sleep(0)  # thousands of groups to leave must not stall other sockets
         if not self.registry:
             async with self._lifecycle:
                 if not self.registry and self._running:

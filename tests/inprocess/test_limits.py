@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from django.test import Client, override_settings
 
@@ -95,3 +98,22 @@ def test_negotiate_over_the_rate_of_an_address_gets_429():
         other = client.post("/interop/negotiate?negotiateVersion=1", REMOTE_ADDR="127.0.0.2")
         assert other.status_code == 200  # another address has its own budget
     assert client.post("/interop/negotiate?negotiateVersion=1").status_code == 200  # off by default
+
+
+async def test_leaving_a_thousand_groups_does_not_stall_other_connections():
+    with _limits(MAX_GROUPS_PER_CONNECTION=1000):
+        busy, other = HubClient(user=FakeUser("max")), HubClient(user=FakeUser("una"))
+        await busy.connect()
+        await other.connect()
+        for start in range(0, 1000, 100):
+            for index in range(start, start + 100):
+                await busy.send("JoinGroup", f"room-{index}")
+            assert await busy.invoke("Echo", start) == start  # the joins before it have run
+        disconnecting = asyncio.ensure_future(busy.disconnect())
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        assert await other.invoke("Echo", "meanwhile") == "meanwhile"
+        waited = time.monotonic() - started
+        await disconnecting
+        assert waited < 0.5, f"a call waited {waited:.2f} s while another connection left 1,000 groups"
+        await other.disconnect()

@@ -32,6 +32,13 @@ class InteropHub(Hub):
         return len(payload)
 
     @hub_method
+    async def send_sequence(self, group_name: str, count: int) -> int:
+        """Send ``Seq(0..count-1)`` to a group from one invocation: a long fan-out (chaos row 41)."""
+        for index in range(count):
+            await self.clients.group(group_name).send("Seq", index)
+        return count
+
+    @hub_method
     async def get_connection_id(self) -> str:
         return self.context.connection_id
 

@@ -37,6 +37,7 @@ EVENTS = ("Receive", "GroupAccessRevoked")
 #: How late the node driver may notice an event it already has (it is polled every 50 ms).
 POLL_SLACK = 0.2
 HANDSHAKE = '{"protocol":"json","version":1}\x1e'
+RS = "\x1e"
 ADMIN_PAGE = "/admin/signalr_groups/liveconnection/"
 
 
@@ -520,3 +521,64 @@ def test_admin_live_connections_lists_both_processes_and_disconnects_on_the_othe
     html = client.get(ADMIN_PAGE + "?hub=interop").content.decode()
     assert _summary(html) == "1 live connection · 1 user · 1 server process"
     assert ids["alice-a"] in _listed(html) and ids["alice-b"] not in _listed(html)
+
+
+async def _seq_receiver(url: str, group: str, ready: asyncio.Event, got: list[int], quiet: float) -> None:
+    """Join ``group`` and collect every ``Seq`` number until the server goes quiet (or the socket ends)."""
+    try:
+        async with connect(url, open_timeout=15, max_size=None) as ws:
+            await ws.send(HANDSHAKE)
+            await ws.recv()
+            await ws.send(
+                json.dumps({"type": 1, "invocationId": "j", "target": "JoinGroup", "arguments": [group]}) + RS
+            )
+            while '"invocationId":"j"' not in str(await ws.recv()):
+                pass
+            ready.set()
+            while True:
+                frame = await asyncio.wait_for(ws.recv(), quiet)
+                for record in str(frame).split(RS):
+                    if record:
+                        message = json.loads(record)
+                        if message.get("target") == "Seq":
+                            got.append(int(message["arguments"][0]))
+    except (TimeoutError, ConnectionError, OSError):
+        return
+    except Exception as exc:  # the server went away: what was received is what counts
+        if "ConnectionClosed" not in type(exc).__name__:
+            raise
+
+
+async def test_row41_a_server_killed_mid_fan_out_sends_each_message_once_or_not_at_all(cluster_settings):
+    """A fan-out from A to members on B and on A; A is SIGKILLed in the middle of it."""
+    cluster = cluster_settings
+    group = f"row41-{cluster.layer}"
+    b_got: list[list[int]] = [[] for _ in range(10)]
+    a_got: list[list[int]] = [[] for _ in range(5)]
+    events = [asyncio.Event() for _ in range(15)]
+    receivers = [
+        asyncio.ensure_future(_seq_receiver(cluster.b.ws_url + "/interop", group, events[i], b_got[i], 3.0))
+        for i in range(10)
+    ] + [
+        asyncio.ensure_future(_seq_receiver(cluster.a.ws_url + "/interop", group, events[10 + i], a_got[i], 3.0))
+        for i in range(5)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in events)), 20)
+    async with connect(cluster.a.ws_url + "/interop", open_timeout=15) as sender:
+        await sender.send(HANDSHAKE)
+        await sender.recv()
+        invocation = {"type": 1, "target": "SendSequence", "arguments": [group, 1_000_000]}
+        await sender.send(json.dumps(invocation) + RS)
+        for _ in range(200):  # at most 10 s for the first message to reach B
+            if any(b_got):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # well into the fan-out
+        cluster.kill(0)
+    await asyncio.wait_for(asyncio.gather(*receivers), 60)
+    counts = [len(got) for got in b_got]
+    print(f"{cluster.layer}: after A was killed mid fan-out, B's members got {min(counts)}–{max(counts)} messages")
+    assert min(counts) > 0, "the fan-out did not reach B before the kill"
+    for got in b_got + a_got:
+        assert len(got) == len(set(got)), "a member got a message twice"
+        assert got == sorted(got), "a member got messages out of order"

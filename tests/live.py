@@ -204,14 +204,16 @@ def received(events: list[dict[str, Any]], target: str = "Receive") -> list[list
 
 
 class RedisServer:
-    """A redis-server on a fixed loopback port (no persistence), started, SIGKILLed and restarted by its PID.
+    """A redis-server on a fixed loopback port, started, SIGKILLed and restarted by its PID.
 
-    Restarting on the same port gives the clients of the old one an empty Redis at the address they know.
+    Restarting on the same port gives the clients of the old one the Redis at the address they know:
+    empty, or (``persistent``: an append-only file fsynced on every write) with everything it held.
     """
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, persistent: bool = False) -> None:
         self.port = port
         self.workdir = workdir
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -226,7 +228,8 @@ class RedisServer:
         assert binary, "redis-server is required (scripts/test.sh installs it)"
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"])
             + ["--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,

@@ -31,8 +31,13 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
     if url is None:
         return True
     key = "sgr.claim." + hashlib.sha256(token.encode()).hexdigest()[:40]
+    client = redis_client(url)
     try:
-        return bool(await redis_client(url).set(key, b"1", nx=True, ex=int(max_age) + 2))
+        try:
+            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
+        except Exception:
+            # A connection the pool kept from before a Redis restart fails once: try a fresh one.
+            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
     except Exception as exc:
         unclaim(token)
         logger.warning("signalr_groups: could not record the connection token's use in Redis: %r", exc)

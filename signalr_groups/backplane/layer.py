@@ -43,8 +43,12 @@ def build_redis_layer(url: str, kind: str) -> Any:
     if kind == "core":
         from channels_redis.core import RedisChannelLayer
 
-        # A socket timeout above the layer's 5 s blocking pop (see check W004).
-        return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 10}], capacity=REDIS_CORE_CAPACITY)
+        # A socket timeout above the layer's 5 s blocking pop (see check W004); a health check
+        # (PING) before reusing a connection idle for a second, so that a pooled connection from
+        # before a Redis restart is replaced instead of failing the next send.
+        return RedisChannelLayer(
+            hosts=[{"address": url, "socket_timeout": 10, "health_check_interval": 1}], capacity=REDIS_CORE_CAPACITY
+        )
     from channels_redis.pubsub import RedisPubSubChannelLayer
 
     # Timeouts, so that a send during a network partition fails instead of hanging.
@@ -97,7 +101,9 @@ def redis_client(url: str) -> Any:
     clients = _clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = clients[url] = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        client = clients[url] = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=1
+        )
     return client
 
 

@@ -45,9 +45,10 @@ def _hub_settings(redis: RedisServer, layer: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def redis(tmp_path) -> Iterator[RedisServer]:
-    """A redis-server on a fixed free port, not started yet."""
-    server = RedisServer(free_port(), tmp_path)
+def redis(tmp_path, request) -> Iterator[RedisServer]:
+    """A redis-server on a fixed free port, not started yet (persistent when the test asks: ``data``)."""
+    persistent = getattr(request, "param", "empty") == "data"
+    server = RedisServer(free_port(), tmp_path, persistent=persistent)
     try:
         yield server
     finally:
@@ -173,7 +174,12 @@ def _wait_for(node: NodeDriver, name: str, wanted: set[tuple[str, str]], timeout
     node.wait_for(name, lambda ev: wanted <= {(str(a[0]), str(a[1])) for a in received(ev)}, timeout)
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+# Row 37 (restarted empty) on both layers; row 38 (restarted with its data, AOF on) on the default
+# pub/sub layer. (RedisChannelLayer after an AOF restart can fail one send on a pooled connection
+# from before the restart, loudly, after traffic already flows again: see the README.)
+@pytest.mark.parametrize(
+    ("layer", "redis"), [("pubsub", "empty"), ("core", "empty"), ("pubsub", "data")], indirect=["redis"]
+)
 def test_redis_restart_mid_run_fails_sends_loudly_then_recovers(redis, tmp_path, layer, live_users, node: NodeDriver):
     redis.start()
     servers: list[ServerProcess] = []
@@ -233,7 +239,9 @@ def test_redis_restart_mid_run_fails_sends_loudly_then_recovers(redis, tmp_path,
                     f"{layer}: no traffic across processes {RECOVERY} s after Redis came back: "
                     f"alice-a {sorted(_got(node, 'alice-a'))}, alice-b {sorted(_got(node, 'alice-b'))}"
                 )
-            print(f"{layer}: group traffic flowed again {time.monotonic() - back:.1f} s after Redis came back")
+            print(
+                f"{layer}, Redis restarted {'with its data' if redis.persistent else 'empty'}: group traffic flowed again {time.monotonic() - back:.1f} s after it came back"
+            )
 
             # Now exactly once, from both processes and from here; counts are right again.
             for seq in range(3):

@@ -82,7 +82,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         return [checks.Error(str(exc), id="signalr_groups.E001")]
     messages: list[checks.CheckMessage] = []
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    if hub_settings.redis_url:
+    if hub_settings.redis_url or hub_settings.redis_sentinels:
         pass  # REDIS_URL: the app builds its own channels-redis layer (CHANNEL_LAYER is not used)
     elif hub_settings.channel_layer not in layers:
         messages.append(
@@ -119,7 +119,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         id="signalr_groups.W003",
                     )
                 )
-    messages.extend(_check_redis_internals(hub_settings.redis_url, layers.get(hub_settings.channel_layer) or {}))
+    own_redis = hub_settings.redis_url or ("sentinel" if hub_settings.redis_sentinels else None)
+    messages.extend(_check_redis_internals(own_redis, layers.get(hub_settings.channel_layer) or {}))
     if hub_settings.keep_alive_interval > 15:
         messages.append(
             checks.Warning(

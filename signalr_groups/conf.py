@@ -53,6 +53,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "REDIS_URL": None,
     #: Which channels-redis layer REDIS_URL builds: "pubsub" (RedisPubSubChannelLayer) or "core".
     "REDIS_LAYER": "pubsub",
+    #: Redis Sentinel instead of REDIS_URL: ["host:port", ...] of the sentinels, and the name of
+    #: the master they watch. The app then follows the master through failovers.
+    "REDIS_SENTINELS": None,
+    "REDIS_SENTINEL_MASTER": "mymaster",
 }
 #: The environment variable that REDIS_URL defaults to.
 REDIS_URL_ENV: Final = "SIGNALR_REDIS_URL"
@@ -107,6 +111,8 @@ class HubSettings:
     default_permission_classes: tuple[Any, ...]
     redis_url: str | None
     redis_layer: str
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
 
 
 def _optional(values: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:
@@ -119,6 +125,34 @@ def _optional(values: dict[str, Any], key: str, kind: type[int] | type[float]) -
     if kind is int and not isinstance(value, int):
         raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be None or a positive integer, got {value!r}.")
     return kind(value)
+
+
+def _sentinels(value: Any) -> tuple[tuple[str, int], ...] | None:
+    """``["host:port", ...]`` (or ``(host, port)`` pairs) as ``((host, port), ...)``; None when unset."""
+    if value is None or value == [] or value == ():
+        return None
+    problem = "SIGNALR_GROUPS['REDIS_SENTINELS'] must be a list of 'host:port' strings"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ImproperlyConfigured(f"{problem}, got {value!r}.")
+    result: list[tuple[str, int]] = []
+    for item in value:
+        host, _, port = item.rpartition(":") if isinstance(item, str) else (None, None, None)
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            host, port = item
+        try:
+            number = int(port)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ImproperlyConfigured(f"{problem}, got {item!r}.") from None
+        if not host or not 0 < number < 65536:
+            raise ImproperlyConfigured(f"{problem}, got {item!r}.")
+        result.append((str(host), number))
+    return tuple(result)
+
+
+def _sentinel_master(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ImproperlyConfigured("SIGNALR_GROUPS['REDIS_SENTINEL_MASTER'] must be the master's name (a string).")
+    return value
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -210,6 +244,8 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         default_permission_classes=tuple(resolved_permissions),
         redis_url=redis_url or None,
         redis_layer=values["REDIS_LAYER"],
+        redis_sentinels=_sentinels(values["REDIS_SENTINELS"]),
+        redis_sentinel_master=_sentinel_master(values["REDIS_SENTINEL_MASTER"]),
     )
 
 

@@ -50,6 +50,8 @@ SIGNALR_GROUPS: dict[str, object] = {
     "USER_ID_PROVIDER": "signalr_groups.users.username_user_id",
     "REDIS_URL": os.environ.get("SIGNALR_TEST_REDIS_URL", ""),
     "REDIS_LAYER": os.environ.get("SIGNALR_TEST_REDIS_LAYER", "pubsub"),
+    # SIGNALR_TEST_REDIS_SENTINELS ("host:port,host:port") reaches Redis through Sentinel instead.
+    "REDIS_SENTINELS": [item for item in os.environ.get("SIGNALR_TEST_REDIS_SENTINELS", "").split(",") if item],
 }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -28,13 +28,45 @@ def get_layer() -> Any:
     ``SIGNALR_GROUPS['CHANNEL_LAYER']`` in ``CHANNEL_LAYERS``.
     """
     hub_settings = get_hub_settings()
-    if hub_settings.redis_url:
-        key = (hub_settings.redis_url, hub_settings.redis_layer)
+    url = _own_redis()
+    if url is not None:
+        key = (url, hub_settings.redis_layer)
         layer = _redis_layers.get(key)
         if layer is None:
             layer = _redis_layers[key] = build_redis_layer(*key)
         return layer
     return get_channel_layer(hub_settings.channel_layer)
+
+
+#: The scheme of the pseudo-URL that names a Redis reached through Sentinel (``REDIS_SENTINELS``).
+SENTINEL_SCHEME: Final = "sentinel://"
+
+
+def sentinel_url(sentinels: tuple[tuple[str, int], ...], master: str) -> str:
+    """``sentinel://host:port,host:port/master``: one string for a Sentinel-watched master."""
+    return SENTINEL_SCHEME + ",".join(f"{host}:{port}" for host, port in sentinels) + "/" + master
+
+
+def _parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str]:
+    hosts, _, master = url[len(SENTINEL_SCHEME) :].partition("/")
+    pairs = [item.rpartition(":") for item in hosts.split(",")]
+    return [(host, int(port)) for host, _, port in pairs], master
+
+
+def _own_redis() -> str | None:
+    """The Redis the app builds its own layer for: ``REDIS_SENTINELS`` (as a pseudo-URL), else ``REDIS_URL``."""
+    hub_settings = get_hub_settings()
+    if hub_settings.redis_sentinels:
+        return sentinel_url(hub_settings.redis_sentinels, hub_settings.redis_sentinel_master)
+    return hub_settings.redis_url
+
+
+def _host(url: str, **options: Any) -> dict[str, Any]:
+    """A channels-redis ``hosts`` entry: an address, or the sentinels and the master's name."""
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, master = _parse_sentinel_url(url)
+        return {"sentinels": sentinels, "master_name": master, "sentinel_kwargs": {"socket_timeout": 5}, **options}
+    return {"address": url, **options}
 
 
 def build_redis_layer(url: str, kind: str) -> Any:
@@ -46,13 +78,12 @@ def build_redis_layer(url: str, kind: str) -> Any:
         # A socket timeout above the layer's 5 s blocking pop (see check W004); a health check
         # (PING) before reusing a connection idle for a second, so that a pooled connection from
         # before a Redis restart is replaced instead of failing the next send.
-        return RedisChannelLayer(
-            hosts=[{"address": url, "socket_timeout": 10, "health_check_interval": 1}], capacity=REDIS_CORE_CAPACITY
-        )
+        host = _host(url, socket_timeout=10, health_check_interval=1)
+        return RedisChannelLayer(hosts=[host], capacity=REDIS_CORE_CAPACITY)
     from channels_redis.pubsub import RedisPubSubChannelLayer
 
     # Timeouts, so that a send during a network partition fails instead of hanging.
-    return RedisPubSubChannelLayer(hosts=[{"address": url, "socket_connect_timeout": 5, "socket_timeout": 10}])
+    return RedisPubSubChannelLayer(hosts=[_host(url, socket_connect_timeout=5, socket_timeout=10)])
 
 
 def layer_kind(layer: Any) -> str:
@@ -72,14 +103,16 @@ def is_redis_pubsub(layer: Any) -> bool:
 
 
 def shared_redis_url() -> str | None:
-    """The Redis every server process shares, if any: ``REDIS_URL``, else the channels-redis layer's first host.
+    """The Redis every server process shares, if any: ``REDIS_SENTINELS`` (a ``sentinel://`` pseudo-URL) or
+    ``REDIS_URL``, else the channels-redis layer's first host.
 
     It holds what must be shared beyond the channel layer: single-use claims of connection
     tokens and the heartbeats of live processes.
     """
     hub_settings = get_hub_settings()
-    if hub_settings.redis_url:
-        return hub_settings.redis_url
+    own = _own_redis()
+    if own is not None:
+        return own
     config = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get(hub_settings.channel_layer) or {}
     if not str(config.get("BACKEND", "")).startswith("channels_redis."):
         return None
@@ -101,9 +134,16 @@ def redis_client(url: str) -> Any:
     clients = _clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = clients[url] = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=1
-        )
+        options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 1}
+        if url.startswith(SENTINEL_SCHEME):
+            from redis.asyncio.sentinel import Sentinel
+
+            sentinels, master = _parse_sentinel_url(url)
+            sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": 5})  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(master, **options)
+        else:
+            client = aioredis.Redis.from_url(url, **options)
+        clients[url] = client
     return client
 
 

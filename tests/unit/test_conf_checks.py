@@ -34,6 +34,12 @@ def test_defaults_are_the_aspnet_core_ones():
         {"DETAILED_ERRORS": "yes"},
         {"USER_ID_PROVIDER": "no.such.module.provider"},
         {"ALLOWED_ORIGINS": "https://example.com"},
+        {"MAX_INVOCATIONS_PER_SECOND": 0},
+        {"MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS": 2.5},
+        {"REDIS_SENTINELS": "127.0.0.1:26379"},
+        {"REDIS_SENTINELS": ["127.0.0.1"]},
+        {"REDIS_SENTINELS": ["127.0.0.1:99999"]},
+        {"REDIS_SENTINEL_MASTER": ""},
     ],
 )
 def test_bad_settings_are_reported(bad):
@@ -79,6 +85,11 @@ def test_redis_core_layer_needs_a_socket_timeout_above_its_blocking_pop():
 
 def test_check_ids_are_documented_once():
     assert len(CHECK_IDS) == len(set(CHECK_IDS))
+
+
+def test_sentinels_are_read_as_host_port_pairs():
+    with override_settings(SIGNALR_GROUPS={"REDIS_SENTINELS": ["10.0.0.1:26379", ("sentinel-2", 26380)]}):
+        assert get_hub_settings().redis_sentinels == (("10.0.0.1", 26379), ("sentinel-2", 26380))
 
 
 def _scope(origin: bytes | None, host: bytes = b"127.0.0.1:8000", scheme: str = "ws"):

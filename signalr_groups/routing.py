@@ -1,7 +1,11 @@
-"""URL helpers (``negotiate_path``, ``websocket_path``, ``access_token_path``); see :mod:`signalr_groups.server.routing`."""
+"""URL helpers (``negotiate_path``, ``websocket_path``, ``access_token_path``) and ``HubMiddlewareStack``.
+
+See :mod:`signalr_groups.server.routing` and :mod:`signalr_groups.server.middleware`.
+"""
 
 from __future__ import annotations
 
+from signalr_groups.server.middleware import HubMiddlewareStack
 from signalr_groups.server.routing import access_token_path, negotiate_path, routed_hubs, websocket_path
 
-__all__ = ["access_token_path", "negotiate_path", "routed_hubs", "websocket_path"]
+__all__ = ["HubMiddlewareStack", "access_token_path", "negotiate_path", "routed_hubs", "websocket_path"]

@@ -9,11 +9,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from hubproject.chat.hubs import ChatHub  # noqa: E402
-from signalr_groups.routing import websocket_path  # noqa: E402
+from signalr_groups.routing import HubMiddlewareStack, websocket_path  # noqa: E402
 from tests.hubs import InteropHub, OtherHub, ProtectedHub  # noqa: E402
 
 websocket_urlpatterns = [
@@ -24,5 +23,5 @@ websocket_urlpatterns = [
 ]
 
 application = ProtocolTypeRouter(
-    {"http": django_asgi_app, "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns))}
+    {"http": django_asgi_app, "websocket": HubMiddlewareStack(URLRouter(websocket_urlpatterns))}
 )

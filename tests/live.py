@@ -41,6 +41,7 @@ class ServerProcess:
         server: str = "daphne",
         extra_env: dict[str, str] | None = None,
         port: int = 0,
+        extra_args: list[str] | None = None,
     ):
         """``port``: 0 for a free one; a fixed port lets a test restart a killed server where clients expect it."""
         self.log_path = log_path
@@ -52,7 +53,8 @@ class ServerProcess:
             **(extra_env or {}),
         }
         if server == "daphne":
-            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.asgi:application"]
+            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *(extra_args or [])]
+            command.append("tests.asgi:application")
             pattern = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
         else:
             command = [

@@ -53,7 +53,7 @@ class Refusal(Exception):
         self.reason = reason
 
 
-async def _deny(scope: dict[str, Any], send: ASGISend, refusal: Refusal) -> None:
+async def deny(scope: dict[str, Any], send: ASGISend, refusal: Refusal) -> None:
     """Refuse the upgrade: with the status where the server supports denial responses, else 403."""
     logger.info("signalr_groups: refused a WebSocket to %s: %s %s", scope.get("path"), refusal.status, refusal.reason)
     if "websocket.http.response" in scope.get("extensions", {}):
@@ -95,7 +95,7 @@ class HubConsumer:
             connection_id = await self._connection_id(scope, settings, credentials)
             user_identifier = await self._user_identifier(scope, settings, credentials)
         except Refusal as refusal:
-            await _deny(scope, send, refusal)
+            await deny(scope, send, refusal)
             return
         manager = get_manager(self.hub.hub_key(), create=True)
         if manager is None:  # pragma: no cover - create=True always returns one

@@ -15,6 +15,8 @@ Under daphne this module supplies what is missing, through daphne's own Twisted 
   bound (``OUTBOX_MAX_BYTES``) then closes it;
 - **dropping**: a connection whose last frames cannot be written (the client stopped reading)
   is dropped at once (``dropConnection(abort=True)``), freeing Twisted's buffer;
+- **frame-level violations**: answered with their close code (autobahn's ``failByDrop`` off)
+  instead of a dropped TCP connection;
 - **closing**: after the Close message the connection lingers (up to :data:`CLOSE_LINGER`
   seconds) for the client to close first. autobahn gives the closing handshake one second and
   then drops the TCP connection; a client that had not read the Close message by then would
@@ -22,7 +24,8 @@ Under daphne this module supplies what is missing, through daphne's own Twisted 
 
 Reading daphne's queue and protocol uses two of daphne's internals (the ``receive`` callable is
 the queue's bound ``get``; ``send`` is a ``functools.partial`` of ``Server.handle_reply`` over
-the protocol, found under Channels' session middleware through its ``real_send``); :func:`missing_daphne_internals` names them if a daphne release changes them, and
+the protocol, found under middleware through ``__wrapped__`` or, for Channels' session middleware,
+``real_send``); :func:`missing_daphne_internals` names them if a daphne release changes them, and
 the connection then falls back to no flow control, as before. Everything else used is public
 Twisted (``IPushProducer``, ``pauseProducing``) and autobahn (``registerProducer``,
 ``dropConnection``) API.
@@ -103,6 +106,11 @@ class DaphneFlowControl(FlowControl):
         # After the upgrade, daphne leaves the HTTP channel registered as the TCP transport's
         # producer: take its place, so that Twisted tells us (not it) when the write buffer fills
         # and drains, and nobody else resumes reading behind our back.
+        # autobahn answers a frame-level violation (a frame over the size limit, invalid UTF-8, a
+        # reserved bit) by dropping TCP unless told otherwise: send the close code (1009, 1007,
+        # 1002) first, as the WebSocket RFC and uvicorn do.
+        if getattr(protocol, "failByDrop", False):
+            protocol.failByDrop = False
         if getattr(self._transport, "producer", None) is not None:
             self._transport.unregisterProducer()
         self._transport.registerProducer(self, True)

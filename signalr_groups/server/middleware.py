@@ -40,6 +40,7 @@ class DatabaseOutageGuard:
                 accepted = True
             await send(message)
 
+        watching_send.__wrapped__ = send  # type: ignore[attr-defined]  # the server's own send, for flow control
         try:
             await self.inner(scope, receive, watching_send)
         except DatabaseError:

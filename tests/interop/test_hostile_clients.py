@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -261,3 +262,58 @@ def test_unfinished_fragmented_messages_are_refused_past_a_mebibyte(server):
         sock.close()
     assert closed == 20, f"only {closed} of 20 sockets holding unfinished messages were closed"
     assert rss.growth < RSS_MARGIN_MB, f"RSS grew {rss.growth:.0f} MB for 20 unfinished messages"
+
+
+def _close_code(sock: socket.socket, received: bytes, within: float = 10) -> int | None:
+    """Read server frames until a close frame; its status code (None if the server dropped TCP instead)."""
+    buffer = received
+    deadline = time.monotonic() + within
+    sock.settimeout(1)
+    while time.monotonic() < deadline:
+        while len(buffer) >= 2:
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+            offset = 2
+            if length == 126:
+                length, offset = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, offset = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < offset + length:
+                break
+            payload, buffer = buffer[offset : offset + length], buffer[offset + length :]
+            if opcode == 0x8:
+                return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buffer += chunk
+    return None
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (bytes([0x81, 0x84]) + b"\0\0\0\0" + b"\xff\xfe\xfd\xfc", 1007),  # a text frame that is not UTF-8
+        (bytes([0xC1, 0x82]) + b"\0\0\0\0" + b"hi", 1002),  # RSV1 set, no extension negotiated
+        (None, 1009),  # a frame over 1 MiB
+    ],
+    ids=["invalid-utf8", "reserved-bit", "too-big"],
+)
+def test_frame_level_violations_are_answered_with_their_close_code(server, frame, code):
+    sock, received = _raw_client(server.port)
+    try:
+        sock.settimeout(10)
+        while b"{}\x1e" not in received:
+            received += sock.recv(4096)
+        received = received.split(b"{}\x1e", 1)[1]
+        if frame is None:
+            frame = _raw_frame(0x1, b"x" * (1024 * 1024 + 1), fin=True)
+        with contextlib.suppress(OSError):
+            sock.sendall(frame)
+        assert _close_code(sock, received) == code
+    finally:
+        sock.close()

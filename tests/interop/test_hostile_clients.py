@@ -317,3 +317,56 @@ def test_frame_level_violations_are_answered_with_their_close_code(server, frame
         assert _close_code(sock, received) == code
     finally:
         sock.close()
+
+
+async def test_one_user_cannot_open_more_than_the_limit_of_connections(server, live_users):
+    """1,000 connections of one user were all accepted before; now the 101st gets a Close that says why."""
+    headers = {"Cookie": live_users["alice"]}
+    opened = []
+    try:
+        for _ in range(100):
+            ws = await connect(server.ws_url + "/interop", additional_headers=headers, open_timeout=15)
+            opened.append(ws)
+            await ws.send(HANDSHAKE)
+            assert await asyncio.wait_for(ws.recv(), 15) == "{}" + RS
+        async with connect(server.ws_url + "/interop", additional_headers=headers, open_timeout=15) as extra:
+            await extra.send(HANDSHAKE)
+            frames = ""
+            while '"type":7' not in frames:
+                frames += str(await asyncio.wait_for(extra.recv(), 15))
+        close = json.loads(frames.split(RS)[-2])
+        assert close == {
+            "type": 7,
+            "error": "Too many connections: a user may hold 100 to this hub on a server.",
+            "allowReconnect": False,
+        }
+        async with connect(server.ws_url + "/interop", additional_headers={"Cookie": live_users["bob"]}) as bob:
+            await bob.send(HANDSHAKE)
+            assert await asyncio.wait_for(bob.recv(), 15) == "{}" + RS  # other users are not affected
+    finally:
+        await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+
+
+async def test_one_connection_cannot_join_more_than_the_limit_of_groups(server):
+    """300,000 groups of 256 characters were accepted before (and leaving them stalled the loop 3 s)."""
+    async with connect(server.ws_url + "/interop", max_size=None) as ws:
+        await ws.send(HANDSHAKE)
+        assert await ws.recv() == "{}" + RS
+        names = ["g" * 250 + f"{index:06d}" for index in range(1001)]
+        for start in range(0, 1001, 100):
+            await ws.send(
+                "".join(
+                    _invocation("JoinGroup", name, invocation_id=str(i))
+                    for i, name in enumerate(names[start : start + 100], start)
+                )
+            )
+        results: dict[str, dict[str, object]] = {}
+        while len(results) < 1001:
+            for record in str(await asyncio.wait_for(ws.recv(), 30)).split(RS):
+                if record:
+                    message = json.loads(record)
+                    if message.get("type") == 3:
+                        results[str(message["invocationId"])] = message
+        refused = [key for key, message in results.items() if "error" in message]
+        assert refused == ["1000"], refused
+        assert "Too many groups: a connection may be in 1000 at once." in str(results["1000"]["error"])

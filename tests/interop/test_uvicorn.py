@@ -83,6 +83,10 @@ async def test_tokens_never_reach_the_server_log(uvicorn_process, live_users):
     async with connect(f"{uvicorn_process.ws_url}/interop?id={connection_token}") as ws:
         await ws.send('{"protocol":"json","version":1}' + RS)
         assert await ws.recv() == "{}" + RS
+    encoded_token = _negotiate(uvicorn_process)["connectionToken"]
+    async with connect(f"{uvicorn_process.ws_url}/interop?%69d={encoded_token}") as ws:  # "id", percent-encoded
+        await ws.send('{"protocol":"json","version":1}' + RS)
+        assert await ws.recv() == "{}" + RS
     log = uvicorn_process.log()
-    assert "access_token=[redacted]" in log and "id=[redacted]" in log
-    assert access_token not in log and connection_token not in log
+    assert "access_token=[redacted]" in log and "id=[redacted]" in log and "%69d=[redacted]" in log
+    assert access_token not in log and connection_token not in log and encoded_token not in log

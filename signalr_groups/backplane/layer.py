@@ -78,7 +78,7 @@ def build_redis_layer(url: str, kind: str) -> Any:
         # A socket timeout above the layer's 5 s blocking pop (see check W004); a health check
         # (PING) before reusing a connection idle for a second, so that a pooled connection from
         # before a Redis restart is replaced instead of failing the next send.
-        host = _host(url, socket_timeout=10, health_check_interval=1)
+        host = _host(url, socket_timeout=10)
         return RedisChannelLayer(hosts=[host], capacity=REDIS_CORE_CAPACITY)
     from channels_redis.pubsub import RedisPubSubChannelLayer
 

@@ -8,6 +8,8 @@ also carries ``reply_to`` (a channel) and ``request_id``; answers are :data:`REP
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import secrets
 from typing import Final
@@ -33,3 +35,36 @@ REPLY: Final = "signalr.reply"
 
 #: Names this server process in answers (pub/sub layers count processes, not channels).
 PROCESS: Final = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+_send_ids = itertools.count()
+
+
+def new_send_id() -> str:
+    """A cluster-unique id for one :data:`SEND` (receivers drop a repeat: see :class:`RecentIds`)."""
+    return f"{PROCESS}:{next(_send_ids)}"
+
+
+class RecentIds:
+    """The last ``size`` ids seen; :meth:`first_time` tells a repeat apart.
+
+    ``RedisChannelLayer`` delivers a message again when the clean-up of its backup copy fails (a
+    Redis restart or failover, a partition, right after the delivery): a receiver that remembers
+    recent send ids keeps delivery at most once.
+    """
+
+    __slots__ = ("_order", "_seen", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._seen: set[str] = set()
+        self._order: collections.deque[str] = collections.deque()
+
+    def first_time(self, message_id: str) -> bool:
+        """Record ``message_id``; False if it was seen among the last ``size`` ids."""
+        if message_id in self._seen:
+            return False
+        self._seen.add(message_id)
+        self._order.append(message_id)
+        if len(self._order) > self._size:
+            self._seen.discard(self._order.popleft())
+        return True

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import may_have_other_members
 from signalr_groups.backplane.membership import LayerMembership
-from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, REPLY, SEND
+from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, REPLY, SEND, RecentIds
 from signalr_groups.backplane.rpc import LEGACY_ACK, ReplyInbox, answer
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import HubError, LimitExceededError
@@ -66,6 +66,7 @@ class HubLifetimeManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._running = False
+        self._recent_sends = RecentIds()
 
     # ------------------------------------------------------------------ read-only views
 
@@ -322,8 +323,12 @@ class HubLifetimeManager:
             await answer(self.layer, message, self.channel_name, body=body)
 
     async def _on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        if message.get("origin") != self.channel_name:
-            self.deliver_local(Address.from_wire(message["address"]), message["payload"])
+        if message.get("origin") == self.channel_name:
+            return None
+        send_id = message.get("id")
+        if send_id is not None and not self._recent_sends.first_time(str(send_id)):
+            return None  # a layer's redelivery (see RecentIds): at most once
+        self.deliver_local(Address.from_wire(message["address"]), message["payload"])
         return None
 
     async def _on_group_action(self, message: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import get_layer, may_have_other_members
-from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, SEND
+from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, SEND, new_send_id
 from signalr_groups.backplane.rpc import ask_owner
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import GroupAccessDeniedError, InvalidTargetError
@@ -50,7 +50,7 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
             return
     await layer.group_send(
         address.layer_group(hub_key),
-        {"type": SEND, "origin": origin or "", "address": address.to_wire(), "payload": record},
+        {"type": SEND, "origin": origin or "", "address": address.to_wire(), "payload": record, "id": new_send_id()},
     )
 
 

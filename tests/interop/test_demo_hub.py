@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.conf import settings
 
-from tests.live import InvocationError
+from tests.live import InvocationError, ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,6 +19,17 @@ def rooms(live_users):
     Room.objects.create(slug="lobby", name="Lobby")
     Room.objects.create(slug="vip-lounge", name="VIP lounge")
     return live_users
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def any_server(request, live_server_process, tmp_path):
+    """The session's daphne, or a uvicorn process of the same project."""
+    if request.param == "daphne":
+        yield live_server_process
+        return
+    process = ServerProcess(tmp_path / "uvicorn.log", str(settings.DATABASES["default"]["NAME"]), server="uvicorn")
+    yield process
+    process.stop()
 
 
 def _events(events, target):
@@ -96,9 +108,9 @@ def test_catch_up_says_when_it_is_cut_short(live_server_process, rooms, node):
     assert node.invoke("alice", "JoinRoom", "lobby", last - 3)["gap"] is False
 
 
-def test_no_hub_method_lets_an_anonymous_client_into_a_login_only_room(live_server_process, rooms, node):
+def test_no_hub_method_lets_an_anonymous_client_into_a_login_only_room(any_server, rooms, node):
     """The docs sample's methods work on their own groups: a room's messages and presence stay with its members."""
-    url = live_server_process.http_url + "/chatHub"
+    url = any_server.http_url + "/chatHub"
     events = ("RoomMessage", "Presence", "Send", "ReceiveMessage", "PrivateMessage")
     node.connect("anon", url, events=events)
     node.connect("bob", url, cookie=rooms["bob"], events=events)

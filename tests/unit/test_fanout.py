@@ -151,3 +151,25 @@ async def test_layer_membership_follows_local_membership(counting_layer):
 def test_no_manager_left_behind():
     """Managers are per event loop and weakly held: nothing leaks between tests."""
     assert all(isinstance(managers, dict) for managers in _managers.values())
+
+
+async def test_a_send_the_layer_delivers_twice_reaches_members_once():
+    """RedisChannelLayer can redeliver after a failed clean-up: the receiving manager drops the repeat."""
+    manager = HubLifetimeManager(HUB, None)
+    member = FakeConnection("m1")
+    await manager.connect(member)
+    await manager.add_local("m1", "g")
+    message = {"type": "signalr.send", "origin": "elsewhere", "address": Address("groups", ("g",)).to_wire()}
+    for payload_id in ("a", "a", "b"):
+        await manager.handle_layer_message({**message, "payload": f"record-{payload_id}", "id": f"p:{payload_id}"})
+    await manager.handle_layer_message({**message, "payload": "no-id"})  # an earlier release's send: delivered
+    assert member.records == ["record-a", "record-b", "no-id"]
+    await manager.disconnect(member)
+
+
+def test_recent_ids_forget_the_oldest():
+    from signalr_groups.backplane.messages import RecentIds
+
+    ids = RecentIds(size=2)
+    assert ids.first_time("1") and ids.first_time("2") and not ids.first_time("1")
+    assert ids.first_time("3") and ids.first_time("1")  # "1" was forgotten once "3" came

@@ -21,6 +21,8 @@ CHECK_IDS: Final = {
     "signalr_groups.W003": "the in-memory channel layer has a capacity below 1000",
     "signalr_groups.W004": "RedisChannelLayer with redis-py 8's 5 s socket timeout, equal to its 5 s blocking pop",
     "signalr_groups.W005": "RedisChannelLayer group_expiry shorter than twice LAYER_GROUP_REFRESH_INTERVAL",
+    "signalr_groups.W006": "MAX_GROUPS_PER_CONNECTION above 10,000: one client's disconnect then costs a long loop",
+    "signalr_groups.W007": "MAX_MESSAGE_SIZE above 1 MiB, the largest frame daphne accepts (and uvicorn as the README runs it)",
 }
 
 #: channels_redis.core.RedisChannelLayer blocks on BZPOPMIN for this many seconds.
@@ -121,6 +123,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
     own_redis = hub_settings.redis_url or ("sentinel" if hub_settings.redis_sentinels else None)
     messages.extend(_check_redis_internals(own_redis, layers.get(hub_settings.channel_layer) or {}))
+    if hub_settings.max_groups_per_connection > 10_000:
+        messages.append(
+            checks.Warning(
+                f"SIGNALR_GROUPS['MAX_GROUPS_PER_CONNECTION'] is {hub_settings.max_groups_per_connection}: one "
+                "client can then make every disconnect or revocation walk that many groups.",
+                hint="Keep it at 10,000 or less; use user-scoped groups for wide memberships.",
+                id="signalr_groups.W006",
+            )
+        )
+    if hub_settings.max_message_size > 1024 * 1024:
+        messages.append(
+            checks.Warning(
+                f"SIGNALR_GROUPS['MAX_MESSAGE_SIZE'] is {hub_settings.max_message_size} bytes, above the 1 MiB "
+                "frame daphne accepts: larger messages can never arrive there.",
+                hint="Keep it at 1 MiB or less (and run uvicorn with --ws-max-size 1048576).",
+                id="signalr_groups.W007",
+            )
+        )
     if hub_settings.keep_alive_interval > 15:
         messages.append(
             checks.Warning(

@@ -58,6 +58,8 @@ def test_missing_channel_layer_and_timing_warnings():
         assert sorted(_ids()) == ["signalr_groups.W001", "signalr_groups.W002"]
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}):
         assert _ids() == ["signalr_groups.W003"]
+    with override_settings(SIGNALR_GROUPS={"MAX_GROUPS_PER_CONNECTION": 50_000, "MAX_MESSAGE_SIZE": 4 << 20}):
+        assert sorted(_ids()) == ["signalr_groups.W006", "signalr_groups.W007"]
 
 
 def test_redis_core_layer_needs_a_socket_timeout_above_its_blocking_pop():

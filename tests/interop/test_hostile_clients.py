@@ -112,25 +112,8 @@ async def test_a_flooding_client_is_held_back_and_memory_stays_bounded(server):
 
 def _stalled_member(port: int, group: str) -> socket.socket:
     """A raw WebSocket client with a tiny receive buffer that joins ``group`` and then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /interop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(4096)
-    assert received.startswith(b"HTTP/1.1 101")
-
-    sock.sendall(_masked(HANDSHAKE))
+    sock, received = _raw_client(port, receive_buffer=4096)
     sock.sendall(_masked(_invocation("JoinGroup", group, invocation_id="1")))
-    received = received.split(b"\r\n\r\n", 1)[1]
     while b'"invocationId":"1"' not in received:
         received += sock.recv(4096)
     return sock
@@ -173,9 +156,13 @@ async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(se
         stalled.close()
 
 
-def _raw_client(port: int) -> tuple[socket.socket, bytes]:
+def _raw_client(port: int, receive_buffer: int | None = None) -> tuple[socket.socket, bytes]:
     """A raw WebSocket client after the upgrade and the handshake; returns the socket and what it read."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connecting: the window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (

@@ -26,6 +26,7 @@ from signalr_groups import get_hub_context
 from signalr_groups.presence import GroupMembers
 from tests.hubs import InteropHub
 from tests.live import InvocationError, NodeDriver, RedisServer, ServerProcess, free_port, received
+from tests.scaleout.crossing import Crossing, records
 from tests.tcp_proxy import PartitionProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,18 +67,8 @@ def _negotiate(server: ServerProcess) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
-async def _records(ws: ClientConnection, timeout: float) -> Any:
-    """Yield each record the server sends (pings included) until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        raw = await asyncio.wait_for(ws.recv(), max(0.05, deadline - time.monotonic()))
-        for record in str(raw).split("\x1e"):
-            if record:
-                yield json.loads(record)
-
-
 async def _first_close_or_completion(ws: ClientConnection, timeout: float) -> dict[str, Any]:
-    async for record in _records(ws, timeout):
+    async for record in records(ws, timeout):
         if record["type"] in (3, 7):
             return dict(record)
     raise AssertionError("unreachable")
@@ -145,7 +136,7 @@ async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_d
                     if record["type"] == 3:
                         assert record.get("result") is True, record
                         await get_hub_context(InteropHub).clients.group("after-redis").send("Receive", "ctx", "hi")
-                        async for message in _records(ws, 10):
+                        async for message in records(ws, 10):
                             if message["type"] == 1 and message["target"] == "Receive":
                                 assert message["arguments"] == ["ctx", "hi"]
                                 break
@@ -297,19 +288,6 @@ def test_redis_restart_mid_run_fails_sends_loudly_then_recovers(redis, tmp_path,
 # ---------------------------------------------------------------- (c) a partition between the servers and Redis
 
 
-async def _completion(ws: ClientConnection, invocation_id: str, timeout: float) -> dict[str, Any]:
-    async for record in _records(ws, timeout):
-        if record.get("type") == 3 and record.get("invocationId") == invocation_id:
-            return dict(record)
-    raise AssertionError("unreachable")
-
-
-async def _call(ws: ClientConnection, invocation_id: str, method: str, *args: Any) -> None:
-    await ws.send(
-        json.dumps({"type": 1, "invocationId": invocation_id, "target": method, "arguments": list(args)}) + RS
-    )
-
-
 @pytest.mark.parametrize("layer", LAYERS)
 async def test_row42_a_partition_from_redis_gives_errors_not_hangs_and_heals(redis, tmp_path, layer):
     """Both servers reach Redis through a proxy that then drops every byte for a while, then forwards again."""
@@ -318,52 +296,22 @@ async def test_row42_a_partition_from_redis_gives_errors_not_hangs_and_heals(red
     env = {"SIGNALR_TEST_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "SIGNALR_TEST_REDIS_LAYER": layer}
     db = str(settings.DATABASES["default"]["NAME"])
     servers = [ServerProcess(tmp_path / f"{name}.log", db, extra_env=env) for name in ("a", "b")]
-    received: list[str] = []
     try:
         a, b = servers
-        async with (
-            connect(f"{b.ws_url}/interop", open_timeout=15) as member,
-            connect(f"{a.ws_url}/interop", open_timeout=15) as sender,
-        ):
-            for ws in (member, sender):
-                await ws.send(HANDSHAKE)
-                assert await asyncio.wait_for(ws.recv(), 15) == "{}" + RS
-            await _call(member, "j", "JoinGroup", "partitioned")
-            assert (await _completion(member, "j", 15)).get("result") is True
-
-            async def listen() -> None:
-                with contextlib.suppress(TimeoutError, ConnectionClosed):
-                    async for record in _records(member, 120):
-                        if record.get("target") == "Receive":
-                            received.append(str(record["arguments"][1]))
-
-            listener = asyncio.ensure_future(listen())
-            await _call(sender, "0", "SendToGroup", "partitioned", "before")
-            assert "error" not in await _completion(sender, "0", 15)
-
+        async with Crossing(f"{b.ws_url}/interop", f"{a.ws_url}/interop", "partitioned") as crossing:
+            assert "error" not in await crossing.send("0", "before")
             proxy.partition()
             started = time.monotonic()
-            await _call(sender, "1", "SendToGroup", "partitioned", "during")
-            during = await _completion(sender, "1", 30)
+            during = await crossing.send("1", "during", timeout=30)
             waited = time.monotonic() - started
             print(f"{layer}: a send during the partition failed after {waited:.1f} s: {during.get('error')}")
             assert "error" in during, f"a send during the partition reported success: {during}"
             assert waited < 20, "a send during the partition hung"
-
             proxy.heal()
-            healed = time.monotonic()
-            for probe in range(200):
-                await _call(sender, f"p{probe}", "SendToGroup", "partitioned", f"probe-{probe}")
-                with contextlib.suppress(AssertionError, TimeoutError):
-                    await _completion(sender, f"p{probe}", 15)
-                await asyncio.sleep(0.3)
-                if any(text.startswith("probe-") for text in received):
-                    break
-                assert time.monotonic() - healed < 45, f"{layer}: no traffic 45 s after the partition healed"
-            print(f"{layer}: traffic flowed again {time.monotonic() - healed:.1f} s after the partition healed")
-            listener.cancel()
-        assert received.count("before") == 1 and received.count("during") <= 1
-        assert all(received.count(text) == 1 for text in received), f"duplicates: {received}"
+            took = await crossing.probe_until_received(45)
+            print(f"{layer}: traffic flowed again {took:.1f} s after the partition healed")
+        assert crossing.received.count("before") == 1 and crossing.received.count("during") <= 1
+        crossing.assert_once_at_most()
     finally:
         for server in servers:
             server.stop()

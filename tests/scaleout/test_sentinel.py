@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from tests.live import ServerProcess, free_port, stop_process
-from tests.scaleout.test_redis_faults import HANDSHAKE, RS, _call, _completion, _records
+from tests.scaleout.crossing import Crossing
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,50 +109,23 @@ async def test_row43_the_layer_follows_a_sentinel_failover(sentinel_setup, tmp_p
     }
     db = str(settings.DATABASES["default"]["NAME"])
     servers = [ServerProcess(tmp_path / f"{name}.log", db, extra_env=env) for name in ("a", "b")]
-    received: list[str] = []
     try:
         a, b = servers
-        async with (
-            connect(f"{b.ws_url}/interop", open_timeout=15) as member,
-            connect(f"{a.ws_url}/interop", open_timeout=15) as sender,
-        ):
-            for ws in (member, sender):
-                await ws.send(HANDSHAKE)
-                assert await asyncio.wait_for(ws.recv(), 15) == "{}" + RS
-            await _call(member, "j", "JoinGroup", "failover")
-            assert (await _completion(member, "j", 15)).get("result") is True
-
-            async def listen() -> None:
-                with contextlib.suppress(TimeoutError, ConnectionClosed):
-                    async for record in _records(member, 150):
-                        if record.get("target") == "Receive":
-                            received.append(str(record["arguments"][1]))
-
-            listener = asyncio.ensure_future(listen())
-            await _call(sender, "0", "SendToGroup", "failover", "before")
-            assert "error" not in await _completion(sender, "0", 15)
-
+        async with Crossing(f"{b.ws_url}/interop", f"{a.ws_url}/interop", "failover") as crossing:
+            assert "error" not in await crossing.send("0", "before")
             sentinel_setup.kill_master()
             killed = time.monotonic()
             await asyncio.to_thread(
                 _wait, lambda: sentinel_setup.current_master() == sentinel_setup.replica_port, 60, "the failover"
             )
-            failed_over = time.monotonic()
-            for probe in range(300):
-                await _call(sender, f"p{probe}", "SendToGroup", "failover", f"probe-{probe}")
-                with contextlib.suppress(AssertionError, TimeoutError):
-                    await _completion(sender, f"p{probe}", 15)
-                await asyncio.sleep(0.3)
-                if any(text.startswith("probe-") for text in received):
-                    break
-                assert time.monotonic() - failed_over < 60, f"{layer}: no traffic 60 s after the failover"
+            failed_over = time.monotonic() - killed
+            took = await crossing.probe_until_received(60)
             print(
-                f"{layer}: Sentinel promoted the replica {failed_over - killed:.1f} s after the master died; "
-                f"traffic flowed again {time.monotonic() - failed_over:.1f} s after that"
+                f"{layer}: Sentinel promoted the replica {failed_over:.1f} s after the master died; "
+                f"traffic flowed again {took:.1f} s after that"
             )
-            listener.cancel()
-        assert received.count("before") == 1
-        assert all(received.count(text) == 1 for text in received), f"duplicates: {received}"
+        assert crossing.received.count("before") == 1
+        crossing.assert_once_at_most()
     finally:
         for server in servers:
             server.stop()

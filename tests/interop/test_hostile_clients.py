@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.live import ServerProcess
 
@@ -357,3 +358,22 @@ async def test_one_connection_cannot_join_more_than_the_limit_of_groups(server):
         refused = [key for key, message in results.items() if "error" in message]
         assert refused == ["1000"], refused
         assert "Too many groups: a connection may be in 1000 at once." in str(results["1000"]["error"])
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [("http://127.0.0.1:{port}", True), ("http://127.0.0.1:1", False), ("https://127.0.0.1:{port}", True)],
+    ids=["same-origin", "another-port", "https-page"],
+)
+async def test_the_origin_must_be_the_sockets_own_scheme_host_and_port(server, origin, allowed):
+    """Any origin on an allowed host passed before; another port is another origin now."""
+    headers = {"Origin": origin.format(port=server.port)}
+    if allowed:
+        async with connect(server.ws_url + "/interop", additional_headers=headers) as ws:
+            await ws.send(HANDSHAKE)
+            assert await ws.recv() == "{}" + RS
+        return
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(server.ws_url + "/interop", additional_headers=headers):
+            pass
+    assert refused.value.response.status_code == 403

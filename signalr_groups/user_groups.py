@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 
 from signalr_groups.backplane.messages import USER_GROUP_ACTION
 from signalr_groups.backplane.rpc import gather
-from signalr_groups.exceptions import GroupAccessDeniedError, HubError
+from signalr_groups.exceptions import GroupAccessDeniedError, HubError, LimitExceededError
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
 from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import layer_to_ask
@@ -116,7 +116,7 @@ class UserGroups(ManagerExtension):
                     handled += await manager.add_local(connection_id, group)
                 else:
                     handled += await manager.remove_local(connection_id, group)
-            except GroupAccessDeniedError as exc:
+            except (GroupAccessDeniedError, LimitExceededError) as exc:
                 logger.info("signalr_groups: %s not added to %r: %s", connection_id, group, exc)
         return handled
 
@@ -139,7 +139,7 @@ class UserGroups(ManagerExtension):
             try:
                 if await manager.add_local(connection_id, group):
                     joined.append(group)
-            except GroupAccessDeniedError as exc:
+            except (GroupAccessDeniedError, LimitExceededError) as exc:
                 logger.info("signalr_groups: %s not rejoined to %r: %s", connection_id, group, exc)
             except HubError:
                 logger.exception("signalr_groups: %s could not rejoin %r", connection_id, group)

@@ -63,7 +63,9 @@ def _same_origin(scope: dict[str, Any], scheme: str, netloc: str) -> bool:
     A Host without a port matches the origin's default port, whatever the scheme: behind a proxy
     that ends TLS the socket is ``ws`` while the page is ``https`` on port 443.
     """
-    raw_host = _header(scope, b"host")
+    forwarded = _header(scope, b"x-forwarded-host") if settings.USE_X_FORWARDED_HOST else None
+    # The first (client-facing) forwarded host, as Django reads it; else the Host header.
+    raw_host = forwarded.split(b",")[0].strip() if forwarded is not None else _header(scope, b"host")
     if raw_host is None:
         return False
     try:

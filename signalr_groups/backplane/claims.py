@@ -31,12 +31,15 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
     if url is None:
         return True
     key = "sgr.claim." + hashlib.sha256(token.encode()).hexdigest()[:40]
+    from redis.exceptions import ConnectionError as RedisConnectionError  # redis comes with channels-redis
+
     client = redis_client(url)
     try:
         try:
             return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
-        except Exception:
+        except RedisConnectionError:
             # A connection the pool kept from before a Redis restart fails once: try a fresh one.
+            # (Not after a timeout: the first SET may have been applied, and a retry would refuse.)
             return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
     except Exception as exc:
         unclaim(token)

@@ -231,6 +231,8 @@ class HubLifetimeManager:
             await extension.before_join(connection, group)
         if registry.connections.get(connection_id) is not connection:
             return False  # disconnected while an extension awaited
+        if registry.group_count(connection_id) >= limit and not registry.is_member(connection_id, group):
+            raise LimitExceededError(f"Too many groups: a connection may be in {limit} at once.")  # joined meanwhile
         if not registry.join(connection_id, group):
             return True  # joined meanwhile
         for extension in self.extensions:

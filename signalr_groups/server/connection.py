@@ -31,6 +31,7 @@ from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
 from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.handshake import frame_text, read_handshake
 from signalr_groups.server.outbox import Outbox
+from signalr_groups.server.rate_limits import address_key
 from signalr_groups.server.state import ConnectionState
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class HubConnection:
         self.user = credentials.user
         self.user_identifier = user_identifier
         client = scope.get("client")
-        self.client_address: str | None = str(client[0]) if client else None
+        self.client_address: str | None = address_key(str(client[0])) if client else None
         self.manager = manager
         self.state = _HANDSHAKING
         self.context = HubCallerContext(
@@ -242,10 +243,14 @@ class HubConnection:
         reader = RecordReader(self.settings.max_message_size)
         handshake = await read_handshake(receive, self._send, reader, self.settings.handshake_timeout)
         if handshake is None:
+            self.flow.close()
             return
         self._loop = asyncio.get_running_loop()
         self._receive = receive
         registered = connected = False
+        # Until the message loop runs (registration, the handshake's answer, on_connected) nothing
+        # reads what the client sends: under daphne, stop reading the socket meanwhile.
+        self.flow.pause_reading("starting")
         try:
             registered = await self._register()
             # Answer the handshake only now that the connection is reachable (its user's and
@@ -264,8 +269,10 @@ class HubConnection:
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
                     self._begin_close(self.dispatcher.error_text("on_connected", None), False, None)
+            self.flow.resume_reading("starting")
             await self._message_loop(receive, reader, *handshake)
         finally:
+            self.flow.pause_reading("closing")  # the linger reads again, to see the client's close
             await self._teardown(registered, connected)
 
     async def _register(self) -> bool:

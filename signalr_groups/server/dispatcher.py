@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -81,6 +82,8 @@ class HubDispatcher:
         self.worker: asyncio.Task[None] | None = None
         rate = settings.max_invocations_per_second
         self._rate = TokenBucket(rate) if rate is not None else None
+        self._refused = 0
+        self._refusals_logged = -60.0
 
     @property
     def pending(self) -> int:
@@ -130,8 +133,16 @@ class HubDispatcher:
                 raise ProtocolError(f"Too many client streams (more than {MAX_CLIENT_STREAMS}).")
             self._client_streams.update(message.stream_ids)
         if self._rate is not None and not self._rate.take():
-            # Over MAX_INVOCATIONS_PER_SECOND: refused at once, nothing runs.
-            logger.info("signalr_groups: %s invokes too often; refused %r", self.context.connection_id, message.target)
+            # Over MAX_INVOCATIONS_PER_SECOND: refused at once, nothing runs (logged once a minute at most).
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refusals_logged >= 60:
+                logger.info(
+                    "signalr_groups: %s invokes too often; %d call(s) refused",
+                    self.context.connection_id,
+                    self._refused,
+                )
+                self._refusals_logged, self._refused = now, 0
             limit = self.settings.max_invocations_per_second
             self._complete(invocation_id, error=f"Too many invocations: at most {limit:g} a second.")
             return

@@ -64,11 +64,11 @@ class FlowControl:
     def after_receive(self) -> None:
         """Called after each ``receive()``."""
 
-    def pause_reading(self) -> None:
-        """Stop reading the socket (the connection waits for its invocations)."""
+    def pause_reading(self, reason: str = "invocations") -> None:
+        """Stop reading the socket (the connection waits for its invocations, registers, or closes)."""
 
-    def resume_reading(self) -> None:
-        """Read the socket again."""
+    def resume_reading(self, reason: str = "invocations") -> None:
+        """Read the socket again (once no other reason holds it paused)."""
 
     async def writable(self) -> None:
         """Wait until the socket can take another frame without growing the server's buffers."""
@@ -162,13 +162,26 @@ class DaphneFlowControl(FlowControl):
         if self._queue.qsize() > QUEUE_HIGH:
             self._pause("queue")
 
-    def pause_reading(self) -> None:
-        """Stop reading while the connection waits for its invocations."""
-        self._pause("invocations")
+    def pause_reading(self, reason: str = "invocations") -> None:
+        """Stop reading while the connection waits for its invocations, registers, or closes."""
+        self._pause(reason)
 
-    def resume_reading(self) -> None:
-        """The invocations drained: read again (unless the queue is still long)."""
-        self._resume("invocations")
+    def resume_reading(self, reason: str = "invocations") -> None:
+        """That reason is over: read again (unless another one still holds)."""
+        self._resume(reason)
+
+    def _resume_all(self) -> None:
+        if self._paused_for:
+            self._paused_for.clear()
+            try:
+                self._transport.resumeProducing()
+            except Exception:
+                logger.debug("signalr_groups: resuming a daphne transport failed", exc_info=True)
+
+    async def linger(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+        """Read again (the client's close must get through), then wait for it as :class:`FlowControl` does."""
+        self._resume_all()
+        return await super().linger(receive)
 
     async def writable(self) -> None:
         """Wait while Twisted's write buffer is over its 64 KiB mark."""
@@ -188,16 +201,10 @@ class DaphneFlowControl(FlowControl):
         if self._registered:
             self._registered = False
             try:
-                if getattr(self._transport, "producer", None) is self:
-                    self._transport.unregisterProducer()
+                self._transport.unregisterProducer()  # (under TLS the transport's producer is a wrapper of us)
             except Exception:
                 logger.debug("signalr_groups: unregistering from a daphne transport failed", exc_info=True)
-        if self._paused_for:
-            self._paused_for.clear()
-            try:
-                self._transport.resumeProducing()
-            except Exception:
-                logger.debug("signalr_groups: resuming a daphne transport failed", exc_info=True)
+        self._resume_all()
         self._wake()
 
 

@@ -19,7 +19,7 @@ from signalr_groups.auth.identity import bearer_from_header, user_from_token
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.server.rate_limits import KeyedRateLimiter
+from signalr_groups.server.rate_limits import KeyedRateLimiter, address_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         if limiter is None:
             limiters.clear()
             limiter = limiters[rate] = KeyedRateLimiter(rate)
-        return not limiter.allow(str(request.META.get("REMOTE_ADDR") or ""))
+        return not limiter.allow(address_key(str(request.META.get("REMOTE_ADDR") or "")))
 
     @csrf_exempt
     async def negotiate(request: HttpRequest) -> HttpResponse:

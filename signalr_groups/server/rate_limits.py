@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from typing import Final
 
 #: Client addresses a keyed limiter remembers at most (the least recently seen are forgotten).
 MAX_KEYS: Final = 10_000
+
+
+def address_key(address: str) -> str:
+    """The key a per-address limit counts by: the address, or for IPv6 its /64 (one host can hold a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class TokenBucket:

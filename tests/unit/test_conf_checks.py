@@ -150,3 +150,12 @@ def test_debug_with_no_allowed_hosts_allows_localhost_only():
     with override_settings(DEBUG=True, ALLOWED_HOSTS=[]):
         assert origin_allowed(_scope(b"http://localhost:8000", b"localhost:8000"))
         assert not origin_allowed(_scope(b"http://example.com", b"example.com"))
+
+
+def test_behind_a_proxy_that_sets_x_forwarded_host():
+    scope = _scope(b"https://chat.example.com", b"127.0.0.1:8000")
+    scope["headers"].append((b"x-forwarded-host", b"chat.example.com"))
+    with override_settings(ALLOWED_HOSTS=["chat.example.com"]):
+        assert not origin_allowed(scope)  # Host is the upstream address: another origin
+        with override_settings(USE_X_FORWARDED_HOST=True):
+            assert origin_allowed(scope)

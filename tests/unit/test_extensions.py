@@ -101,3 +101,22 @@ async def test_a_layer_handler_answers_through_the_one_reply_format(recorder):
 def test_only_extension_classes_register():
     with pytest.raises(TypeError):
         register_extension(object)  # type: ignore[arg-type]
+
+
+async def test_a_user_scoped_add_skips_a_connection_at_its_group_limit():
+    from django.test import override_settings
+
+    from signalr_groups.user_groups import UserGroups
+
+    with override_settings(SIGNALR_GROUPS={"MAX_GROUPS_PER_CONNECTION": 1}):
+        manager = HubLifetimeManager("extensions-hub", None)
+        full, free = FakeConnection("c1", "alice"), FakeConnection("c2", "alice")
+        await manager.connect(full)
+        await manager.connect(free)
+        assert await manager.add_local("c1", "first")
+        extension = manager.extension(UserGroups)
+        assert extension is not None
+        assert await extension.apply("alice", "team", "add") == 1  # c2 joined; c1 was skipped, not an error
+        assert manager.registry.is_member("c2", "team") and not manager.registry.is_member("c1", "team")
+        for connection in (full, free):
+            await manager.disconnect(connection)

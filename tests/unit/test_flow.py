@@ -86,3 +86,52 @@ async def test_daphne_is_recognised_under_channels_session_middleware():
     await asyncio.wait_for(waiting, 1)
     flow.close()
     assert _state(transport) == (None, True)  # unregistered, and reading again
+
+
+async def test_the_linger_reads_again_to_see_the_clients_close():
+    """A connection closing while reading is paused (a long queue, say) must still see the client's close."""
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class Transport:
+        producer: object = None
+        reading = True
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            self.producer = producer
+
+        def unregisterProducer(self) -> None:
+            self.producer = None
+
+        def pauseProducing(self) -> None:
+            self.reading = False
+
+        def resumeProducing(self) -> None:
+            self.reading = True
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.transport = Transport()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    flow = flow_control_for(queue.get, functools.partial(Server.__new__(Server).handle_reply, protocol))
+    flow.pause_reading("closing")
+    transport: Any = protocol.transport
+    assert not transport.reading
+
+    async def client_closes() -> None:
+        await asyncio.sleep(0.05)
+        assert transport.reading  # the linger resumed reading before waiting
+        queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    closing = asyncio.ensure_future(client_closes())
+    assert await flow.linger(queue.get) is True
+    await closing
+    flow.close()
+
+
+def test_per_address_keys():
+    from signalr_groups.server.rate_limits import address_key
+
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_key("not an address") == "not an address"

@@ -9,6 +9,25 @@ from typing import Any
 from signalr_groups.server.flow import DaphneFlowControl, FlowControl, flow_control_for, missing_daphne_internals
 
 
+class FakeTransport:
+    """A Twisted TCP transport as the flow control uses it: a producer slot, reading on or off."""
+
+    producer: object = None
+    reading = True
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
+
+
 def _state(transport: Any) -> tuple[object, bool]:
     return transport.producer, transport.reading
 
@@ -33,24 +52,8 @@ async def test_daphne_is_recognised_under_channels_session_middleware():
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
-    class Transport:
-        producer: object = None
-        reading = True
-
-        def registerProducer(self, producer: object, streaming: bool) -> None:
-            self.producer = producer
-
-        def unregisterProducer(self) -> None:
-            self.producer = None
-
-        def pauseProducing(self) -> None:
-            self.reading = False
-
-        def resumeProducing(self) -> None:
-            self.reading = True
-
     protocol = WebSocketProtocol.__new__(WebSocketProtocol)
-    protocol.transport = Transport()
+    protocol.transport = FakeTransport()
     server = Server.__new__(Server)
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -93,24 +96,8 @@ async def test_the_linger_reads_again_to_see_the_clients_close():
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
-    class Transport:
-        producer: object = None
-        reading = True
-
-        def registerProducer(self, producer: object, streaming: bool) -> None:
-            self.producer = producer
-
-        def unregisterProducer(self) -> None:
-            self.producer = None
-
-        def pauseProducing(self) -> None:
-            self.reading = False
-
-        def resumeProducing(self) -> None:
-            self.reading = True
-
     protocol = WebSocketProtocol.__new__(WebSocketProtocol)
-    protocol.transport = Transport()
+    protocol.transport = FakeTransport()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     flow = flow_control_for(queue.get, functools.partial(Server.__new__(Server).handle_reply, protocol))
     flow.pause_reading("closing")

@@ -180,11 +180,8 @@ def _raw_client(port: int, receive_buffer: int | None = None) -> tuple[socket.so
 
 
 def _masked(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-    assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+    """One masked text frame (see :func:`_raw_frame`)."""
+    return _raw_frame(0x1, text.encode(), fin=True)
 
 
 def test_a_client_that_reads_late_still_gets_the_close_message(server):

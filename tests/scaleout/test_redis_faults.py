@@ -38,9 +38,10 @@ RS = "\x1e"
 RECOVERY = 15.0
 
 
-def _server(tmp_path: Path, name: str, redis: RedisServer, layer: str) -> ServerProcess:
+def _server(tmp_path: Path, name: str, redis: RedisServer, layer: str, kind: str = "daphne") -> ServerProcess:
     env = {"SIGNALR_TEST_REDIS_URL": redis.url, "SIGNALR_TEST_REDIS_LAYER": layer}
-    return ServerProcess(tmp_path / f"{name}.log", str(settings.DATABASES["default"]["NAME"]), extra_env=env)
+    db = str(settings.DATABASES["default"]["NAME"])
+    return ServerProcess(tmp_path / f"{name}.log", db, server=kind, extra_env=env)
 
 
 def _hub_settings(redis: RedisServer, layer: str) -> dict[str, Any]:
@@ -99,8 +100,9 @@ async def _invoke(ws: ClientConnection, method: str, *args: Any, timeout: float 
 
 
 @pytest.mark.parametrize("layer", LAYERS)
-async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_db_setup, redis, tmp_path, layer):
-    server = _server(tmp_path, "daphne", redis, layer)  # nothing listens on redis.port: it must start anyway
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_a_server_starts_without_redis_and_recovers_when_it_comes(django_db_setup, redis, tmp_path, layer, kind):
+    server = _server(tmp_path, kind, redis, layer, kind)  # nothing listens on redis.port: it must start anyway
     try:
         # A negotiated token cannot be claimed cluster-wide now: refused (fail closed), and left unused.
         token = str((await asyncio.to_thread(_negotiate, server))["connectionToken"])

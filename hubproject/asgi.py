@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to the hubs (behind session auth)."""
+"""ASGI entry point: the hub on every transport (behind session auth), other HTTP requests to Django."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from hubproject.routing import websocket_urlpatterns  # noqa: E402
-from signalr_groups.routing import HubMiddlewareStack  # noqa: E402
+from signalr_groups.routing import HubHttpRouter, HubMiddlewareStack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # The hub's Server-Sent Events and long polling at its path; every other request to Django.
+        "http": HubHttpRouter(websocket_urlpatterns, ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": HubMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

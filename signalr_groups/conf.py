@@ -57,7 +57,20 @@ DEFAULTS: Final[dict[str, Any]] = {
     #: the master they watch. The app then follows the master through failovers.
     "REDIS_SENTINELS": None,
     "REDIS_SENTINEL_MASTER": "mymaster",
+    #: The transports negotiate offers, in this order of preference (``HttpConnectionDispatcherOptions.Transports``):
+    #: a list for every hub, or a dict of hub key -> list, with ``"*"`` for the hubs not named.
+    "TRANSPORTS": ("WebSockets", "ServerSentEvents", "LongPolling"),
+    #: The hub protocols clients may choose in the handshake (``HubOptions.SupportedProtocols``).
+    "PROTOCOLS": ("json", "messagepack"),
+    #: Seconds a long poll waits for data before it returns empty (``LongPolling.PollTimeout``).
+    "LONG_POLLING_POLL_TIMEOUT": 90.0,
+    #: Seconds a long-polling connection lives without a poll (``ConnectionOptions.DisconnectTimeout``).
+    "DISCONNECT_TIMEOUT": 15.0,
 }
+#: Every transport, in the order negotiate lists them.
+TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
+#: Every hub protocol this server speaks.
+PROTOCOL_NAMES: Final = ("json", "messagepack")
 #: The environment variable that REDIS_URL defaults to.
 REDIS_URL_ENV: Final = "SIGNALR_REDIS_URL"
 REDIS_LAYERS: Final = ("pubsub", "core")
@@ -71,6 +84,8 @@ _POSITIVE_NUMBERS: Final = (
     "HEARTBEAT_INTERVAL",
     "LAYER_GROUP_REFRESH_INTERVAL",
     "ACCESS_TOKEN_LIFETIME",
+    "LONG_POLLING_POLL_TIMEOUT",
+    "DISCONNECT_TIMEOUT",
 )
 _POSITIVE_INTS: Final = (
     "MAX_MESSAGE_SIZE",
@@ -113,6 +128,16 @@ class HubSettings:
     redis_layer: str
     redis_sentinels: tuple[tuple[str, int], ...] | None
     redis_sentinel_master: str
+    #: Enabled transports: hub key -> names (``"*"``: every other hub), in negotiate's order.
+    transports: dict[str, tuple[str, ...]]
+    protocols: tuple[str, ...]
+    long_polling_poll_timeout: float
+    disconnect_timeout: float
+
+    def transports_for(self, hub_key: str) -> tuple[str, ...]:
+        """The transports enabled for the hub ``hub_key``."""
+        found = self.transports.get(hub_key)
+        return found if found is not None else self.transports.get("*", ())
 
 
 def _optional(values: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:
@@ -153,6 +178,43 @@ def _sentinel_master(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ImproperlyConfigured("SIGNALR_GROUPS['REDIS_SENTINEL_MASTER'] must be the master's name (a string).")
     return value
+
+
+def _transport_list(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ImproperlyConfigured(f"{where} must be a list of transports from {', '.join(TRANSPORT_NAMES)}.")
+    unknown = [item for item in value if item not in TRANSPORT_NAMES]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{where} names unknown transport(s) {', '.join(map(repr, unknown))}; known: {', '.join(TRANSPORT_NAMES)}."
+        )
+    return tuple(name for name in TRANSPORT_NAMES if name in value)
+
+
+def _transports(value: Any) -> dict[str, tuple[str, ...]]:
+    """``TRANSPORTS``: a list for every hub, or ``{hub_key: list, "*": list}``."""
+    if isinstance(value, dict):
+        result = {
+            str(key): _transport_list(item, f"SIGNALR_GROUPS['TRANSPORTS'][{key!r}]") for key, item in value.items()
+        }
+        result.setdefault("*", TRANSPORT_NAMES)
+        return result
+    return {"*": _transport_list(value, "SIGNALR_GROUPS['TRANSPORTS']")}
+
+
+def _protocols(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ImproperlyConfigured(
+            f"SIGNALR_GROUPS['PROTOCOLS'] must be a non-empty list from {', '.join(PROTOCOL_NAMES)}."
+        )
+    names = [str(item).lower() for item in value]
+    unknown = [name for name in names if name not in PROTOCOL_NAMES]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SIGNALR_GROUPS['PROTOCOLS'] names unknown protocol(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(PROTOCOL_NAMES)}."
+        )
+    return tuple(name for name in PROTOCOL_NAMES if name in names)
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -246,6 +308,10 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         redis_layer=values["REDIS_LAYER"],
         redis_sentinels=_sentinels(values["REDIS_SENTINELS"]),
         redis_sentinel_master=_sentinel_master(values["REDIS_SENTINEL_MASTER"]),
+        transports=_transports(values["TRANSPORTS"]),
+        protocols=_protocols(values["PROTOCOLS"]),
+        long_polling_poll_timeout=float(values["LONG_POLLING_POLL_TIMEOUT"]),
+        disconnect_timeout=float(values["DISCONNECT_TIMEOUT"]),
     )
 
 

@@ -1,4 +1,4 @@
-"""URL helpers (``negotiate_path``, ``websocket_path``, ``access_token_path``) and ``HubMiddlewareStack``.
+"""URL helpers (``negotiate_path``, ``websocket_path``, ``access_token_path``), ``HubHttpRouter`` and ``HubMiddlewareStack``.
 
 See :mod:`signalr_groups.server.routing` and :mod:`signalr_groups.server.middleware`.
 """
@@ -6,6 +6,19 @@ See :mod:`signalr_groups.server.routing` and :mod:`signalr_groups.server.middlew
 from __future__ import annotations
 
 from signalr_groups.server.middleware import HubMiddlewareStack
-from signalr_groups.server.routing import access_token_path, negotiate_path, routed_hubs, websocket_path
+from signalr_groups.server.routing import (
+    HubHttpRouter,
+    access_token_path,
+    negotiate_path,
+    routed_hubs,
+    websocket_path,
+)
 
-__all__ = ["HubMiddlewareStack", "access_token_path", "negotiate_path", "routed_hubs", "websocket_path"]
+__all__ = [
+    "HubHttpRouter",
+    "HubMiddlewareStack",
+    "access_token_path",
+    "negotiate_path",
+    "routed_hubs",
+    "websocket_path",
+]

@@ -12,7 +12,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from hubproject.chat.hubs import ChatHub  # noqa: E402
-from signalr_groups.routing import HubMiddlewareStack, websocket_path  # noqa: E402
+from signalr_groups.routing import HubHttpRouter, HubMiddlewareStack, websocket_path  # noqa: E402
 from tests.hubs import InteropHub, OtherHub, ProtectedHub  # noqa: E402
 
 websocket_urlpatterns = [
@@ -23,5 +23,8 @@ websocket_urlpatterns = [
 ]
 
 application = ProtocolTypeRouter(
-    {"http": django_asgi_app, "websocket": HubMiddlewareStack(URLRouter(websocket_urlpatterns))}
+    {
+        "http": HubHttpRouter(websocket_urlpatterns, django_asgi_app),
+        "websocket": HubMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
 )

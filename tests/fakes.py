@@ -28,8 +28,9 @@ class FakeConnection:
         self.ticks = 0
         self.hub_events: list[tuple[str, tuple[Any, ...]]] = []
 
-    def deliver(self, record: str) -> None:
-        self.records.append(record)
+    def deliver(self, record: Any) -> None:
+        # The JSON text of a shared invocation (tests also hand plain strings).
+        self.records.append(getattr(record, "json", record))
 
     def tick(self, now: float) -> None:
         self.ticks += 1

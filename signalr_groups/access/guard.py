@@ -26,7 +26,7 @@ from signalr_groups.exceptions import GroupAccessDeniedError
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
 from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.registry import LocalConnection
-from signalr_groups.protocol.json import write_invocation
+from signalr_groups.protocol.serialized import SerializedInvocation
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class GroupAccessGuard(ManagerExtension):
     @staticmethod
     def _end(connection: LocalConnection, group: str, reason: str) -> None:
         """Tell the client, then the hub, that the connection lost a restricted group."""
-        connection.deliver(write_invocation(GROUP_ACCESS_REVOKED, (group, reason)))
+        connection.deliver(SerializedInvocation.of(GROUP_ACCESS_REVOKED, (group, reason)))
         connection.notify_hub("on_group_access_revoked", group, reason)
 
     # ------------------------------------------------------------------ grant changes

@@ -30,6 +30,16 @@ GROUP_MEMBERS: Final = "signalr.group_members"
 USER_GROUP_ACTION: Final = "signalr.user_group_action"
 #: List local connections (of a user, or in a group).
 LIST_CONNECTIONS: Final = "signalr.list_connections"
+#: Client data of an HTTP-transport connection (a POST), relayed to the process that owns it.
+HTTP_SEND: Final = "signalr.http_send"
+#: A long poll relayed to the owner, which answers with what it had queued (or after the poll timeout).
+HTTP_POLL: Final = "signalr.http_poll"
+#: The client of a relayed poll went away: the owner drops the poll, keeping its data queued.
+HTTP_POLL_CANCEL: Final = "signalr.http_poll_cancel"
+#: A long-polling DELETE relayed to the owner.
+HTTP_DELETE: Final = "signalr.http_delete"
+#: Whether an HTTP-transport connection is live on some process, and with which transport.
+HTTP_PROBE: Final = "signalr.http_probe"
 #: The answer to any of the above.
 REPLY: Final = "signalr.reply"
 

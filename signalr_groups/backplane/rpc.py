@@ -155,10 +155,22 @@ async def _exchange(
 
 
 async def ask_owner(
-    layer: Any, group: str, message: dict[str, Any], timeout: float, inbox: ReplyInbox | None = None
+    layer: Any,
+    group: str,
+    message: dict[str, Any],
+    timeout: float,
+    inbox: ReplyInbox | None = None,
+    *,
+    request_id_out: dict[str, str] | None = None,
 ) -> Reply | None:
-    """Send a command to a layer group; the first answer (the owner's), or None if none came within ``timeout``."""
+    """Send a command to a layer group; the first answer (the owner's), or None if none came within ``timeout``.
+
+    ``request_id_out``, if given, receives the request's id (under ``"request_id"``) before it is
+    sent, for a later message that refers to this request.
+    """
     async with _exchange(layer, inbox) as (fields, next_reply):
+        if request_id_out is not None:
+            request_id_out["request_id"] = fields["request_id"]
         await layer.group_send(group, {**message, **fields})
         try:
             return await asyncio.wait_for(next_reply(), timeout)

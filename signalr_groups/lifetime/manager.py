@@ -34,6 +34,7 @@ from signalr_groups.exceptions import HubError, LimitExceededError
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
 from signalr_groups.lifetime.registry import ConnectionRegistry, LocalConnection
+from signalr_groups.protocol.serialized import SerializedInvocation
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class HubLifetimeManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._running = False
+        self._holds = 0
         self._recent_sends = RecentIds()
 
     # ------------------------------------------------------------------ read-only views
@@ -204,9 +206,31 @@ class HubLifetimeManager:
             await self._sync_quietly(kind, name)
             if index % _LEAVES_PER_YIELD == 0:
                 await asyncio.sleep(0)  # thousands of groups to leave must not stall other sockets
-        if not self.registry:
+        await self._stop_if_idle()
+
+    async def hold(self) -> None:
+        """Start the manager if needed and keep it running until :meth:`release`.
+
+        For a connection that needs the layer before it is registered: an HTTP-transport
+        connection, whose handshake may arrive through another process.
+        """
+        async with self._lifecycle:
+            if not self._running:
+                await self._start()
+            self._holds += 1
+
+    async def release(self) -> None:
+        """Undo one :meth:`hold`; stop the manager if nothing else needs it."""
+        self._holds = max(0, self._holds - 1)
+        await self._stop_if_idle()
+
+    def _idle(self) -> bool:
+        return not self.registry and not self._holds
+
+    async def _stop_if_idle(self) -> None:
+        if self._idle():
             async with self._lifecycle:
-                if not self.registry and self._running:
+                if self._idle() and self._running:  # (checked again: a connection may have come meanwhile)
                     await self._stop()
 
     # ------------------------------------------------------------------ groups
@@ -284,7 +308,7 @@ class HubLifetimeManager:
 
     # ------------------------------------------------------------------ delivery and commands
 
-    def deliver_local(self, address: Address, record: str) -> int:
+    def deliver_local(self, address: Address, record: SerializedInvocation) -> int:
         """Append ``record`` to the outbox of every local recipient; return how many got it."""
         return self.registry.deliver(address, record)
 
@@ -330,7 +354,9 @@ class HubLifetimeManager:
         send_id = message.get("id")
         if send_id is not None and not self._recent_sends.first_time(str(send_id)):
             return None  # a layer's redelivery (see RecentIds): at most once
-        self.deliver_local(Address.from_wire(message["address"]), message["payload"])
+        msgpack = message.get("msgpack")
+        record = SerializedInvocation(message["payload"], msgpack if isinstance(msgpack, bytes) else None)
+        self.deliver_local(Address.from_wire(message["address"]), record)
         return None
 
     async def _on_group_action(self, message: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from signalr_groups.addressing import Address
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.backplane.messages import PROCESS
+from signalr_groups.protocol.serialized import SerializedInvocation
 
 
 class LocalConnection(Protocol):
@@ -27,8 +28,8 @@ class LocalConnection(Protocol):
     #: The client's network address (from the ASGI scope; None if the server gives none).
     client_address: str | None
 
-    def deliver(self, record: str) -> None:
-        """Queue one serialized record for this connection, without waiting."""
+    def deliver(self, message: SerializedInvocation) -> None:
+        """Queue a shared invocation for this connection (in its hub protocol), without waiting."""
 
     def tick(self, now: float) -> None:
         """Send a keep-alive ping or time the connection out, as due at monotonic time ``now``."""
@@ -198,7 +199,7 @@ class ConnectionRegistry:
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, address: Address, record: str) -> int:
+    def deliver(self, address: Address, record: SerializedInvocation) -> int:
         """Append ``record`` to the outbox of every local recipient of ``address``; return how many got it."""
         exclude = address.exclude
         connections = self._connections

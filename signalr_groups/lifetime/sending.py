@@ -1,6 +1,6 @@
 """The one send path shared by hubs and hub contexts, and commands for a connection wherever it lives.
 
-A send is serialized once, delivered in-process to local recipients, and crosses the channel
+A send is serialized once per hub protocol, delivered in-process to local recipients, and crosses the channel
 layer at most once (one layer message per receiving process). A command (add to a group,
 remove, abort) is applied at once to a local connection, else sent to every process of the hub
 and applied by the owner, whose answer we wait for.
@@ -18,7 +18,7 @@ from signalr_groups.backplane.rpc import ask_owner
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import GroupAccessDeniedError, InvalidTargetError
 from signalr_groups.lifetime.managers import get_manager, layer_to_ask
-from signalr_groups.protocol.json import write_invocation
+from signalr_groups.protocol.serialized import SerializedInvocation
 from signalr_groups.validation import check_group_name
 
 
@@ -33,7 +33,7 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
         raise InvalidTargetError("The client method name (target) must be a non-empty string.")
     if address.kind != "all" and not address.names:
         return
-    record = write_invocation(target, arguments)
+    record = SerializedInvocation.of(target, arguments)
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
         manager.deliver_local(address, record)
@@ -48,10 +48,17 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
         layer, origin = get_layer(), None
         if layer is None or not may_have_other_members(layer, address.layer_group(hub_key), None):
             return
-    await layer.group_send(
-        address.layer_group(hub_key),
-        {"type": SEND, "origin": origin or "", "address": address.to_wire(), "payload": record, "id": new_send_id()},
-    )
+    message = {
+        "type": SEND,
+        "origin": origin or "",
+        "address": address.to_wire(),
+        "payload": record.json,
+        "id": new_send_id(),
+    }
+    if "messagepack" in get_hub_settings().protocols:
+        # Both forms cross the layer (as ASP.NET Core's backplanes do): no process serializes it again.
+        message["msgpack"] = record.msgpack_or_raise()
+    await layer.group_send(address.layer_group(hub_key), message)
 
 
 async def _command_owner(hub_key: str, message: dict[str, Any]) -> bool:

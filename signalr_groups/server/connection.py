@@ -26,10 +26,11 @@ from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.protocol.handshake import HANDSHAKE_OK
-from signalr_groups.protocol.json import PING_RECORD, RecordReader, write_close
+from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol, MessageReader
+from signalr_groups.protocol.serialized import SerializedInvocation
 from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
 from signalr_groups.server.flow import FlowControl
-from signalr_groups.server.handshake import frame_text, read_handshake
+from signalr_groups.server.handshake import read_handshake
 from signalr_groups.server.outbox import Outbox
 from signalr_groups.server.rate_limits import address_key
 from signalr_groups.server.state import ConnectionState
@@ -49,7 +50,13 @@ class ConnectionClosedError(Exception):
 
 
 class HubConnection:
-    """The server side of one client connection (transport-independent beyond ASGI send/receive)."""
+    """The server side of one client connection, on any transport.
+
+    It speaks to its transport through the WebSocket ASGI messages (``websocket.receive``,
+    ``websocket.disconnect``; ``websocket.send``, ``websocket.close``): the WebSocket endpoint
+    passes the server's own ``receive``/``send``; the HTTP transports (Server-Sent Events, long
+    polling) pass adapters that present their requests in those shapes (see :mod:`.http_transports`).
+    """
 
     def __init__(
         self,
@@ -63,6 +70,7 @@ class HubConnection:
         user_identifier: str | None,
         manager: HubLifetimeManager,
         flow: FlowControl | None = None,
+        transport: str = "WebSockets",
     ) -> None:
         self.hub = hub
         self.scope = scope
@@ -74,6 +82,12 @@ class HubConnection:
         client = scope.get("client")
         self.client_address: str | None = address_key(str(client[0])) if client else None
         self.manager = manager
+        #: "WebSockets", "ServerSentEvents" or "LongPolling".
+        self.transport = transport
+        #: The hub protocol chosen in the handshake.
+        self.protocol: HubProtocol = JSON
+        #: Long polling has an inherent keep-alive: no Ping either way (as ASP.NET Core).
+        self.keep_alive = transport != "LongPolling"
         self.state = _HANDSHAKING
         self.context = HubCallerContext(
             connection_id=connection_id,
@@ -99,7 +113,7 @@ class HubConnection:
             hub=hub,
             context=self.context,
             settings=settings,
-            deliver=self.deliver,
+            write=self.write,
             accepting=lambda: self.state.accepting,
             should_yield=manager.should_yield,
             on_ping=self._client_pinged,
@@ -120,10 +134,17 @@ class HubConnection:
 
     # ------------------------------------------------------------------ what the lifetime manager calls
 
-    def deliver(self, record: str) -> None:
-        """Queue a serialized record (dropped once the connection is closing)."""
+    def deliver(self, message: SerializedInvocation) -> None:
+        """Queue a shared invocation in this connection's protocol (dropped once the connection is closing)."""
         if self.state is _OPEN or self.state is _HANDSHAKING:
-            self.outbox.put(record)
+            frame = message.json if self.protocol is JSON else self.protocol.invocation(message)
+            if frame:
+                self.outbox.put(frame)
+
+    def write(self, frame: Frame) -> None:
+        """Queue a record written for this connection alone (dropped once the connection is closing)."""
+        if self.state is _OPEN or self.state is _HANDSHAKING:
+            self.outbox.put(frame)
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Close the connection: a Close message (with ``error``), then a WebSocket close 1000.
@@ -164,8 +185,8 @@ class HubConnection:
             reason = "token expired" if self.credentials.kind == "token" else "session expired"
             self._begin_close(error, allow_reconnect, ConnectionClosedError(reason))
             return
-        if self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
-            self.deliver(PING_RECORD)
+        if self.keep_alive and self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
+            self.write(self.protocol.ping)
 
     def _client_pinged(self) -> None:
         self.client_pinged = True
@@ -199,7 +220,7 @@ class HubConnection:
         self.state = _CLOSING
         self._close_exception = exception
         self.outbox.close(
-            write_close(error, allow_reconnect) if send_close_message else None, discard_pending=discard_pending
+            self.protocol.close(error, allow_reconnect) if send_close_message else None, discard_pending=discard_pending
         )
         self._wake_reader()
 
@@ -240,11 +261,19 @@ class HubConnection:
 
     async def run(self, receive: ASGIReceive) -> None:
         """Serve the connection until it closes: handshake, registration, the message loop, cleanup."""
-        reader = RecordReader(self.settings.max_message_size)
-        handshake = await read_handshake(receive, self._send, reader, self.settings.handshake_timeout)
+        handshake = await read_handshake(
+            receive,
+            self._send,
+            max_message_size=self.settings.max_message_size,
+            timeout=self.settings.handshake_timeout,
+            protocols=self.settings.protocols,
+            binary_transport=self.transport != "ServerSentEvents",
+        )
         if handshake is None:
             self.flow.close()
             return
+        self.protocol = self.dispatcher.protocol = handshake.protocol
+        self.outbox.binary = handshake.protocol.binary
         self._loop = asyncio.get_running_loop()
         self._receive = receive
         registered = connected = False
@@ -270,7 +299,7 @@ class HubConnection:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
                     self._begin_close(self.dispatcher.error_text("on_connected", None), False, None)
             self.flow.resume_reading("starting")
-            await self._message_loop(receive, reader, *handshake)
+            await self._message_loop(receive, handshake.reader, handshake.records, handshake.error)
         finally:
             self.flow.pause_reading("closing")  # the linger reads again, to see the client's close
             await self._teardown(registered, connected)
@@ -317,7 +346,7 @@ class HubConnection:
             return True
 
     async def _message_loop(
-        self, receive: ASGIReceive, reader: RecordReader, pending: list[str], error: ProtocolError | None
+        self, receive: ASGIReceive, reader: MessageReader, pending: list[Any], error: ProtocolError | None
     ) -> None:
         """Read frames until the client leaves or we close.
 
@@ -349,11 +378,10 @@ class HubConnection:
                 break
             self.flow.after_receive()
             self.last_receive = time.monotonic()
-            text = frame_text(message)
-            if text is None:
-                self.close_for(ProtocolError("A binary frame is not valid UTF-8."))
-                break
-            records, error = reader.feed(text)
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            records, error = reader.feed(data)
             await self._process(records, error)
             worker = self.dispatcher.worker
             if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
@@ -376,7 +404,7 @@ class HubConnection:
             self._stop_waiter = None
             stop.cancel()
 
-    async def _process(self, records: list[str], error: ProtocolError | None) -> None:
+    async def _process(self, records: list[Any], error: ProtocolError | None) -> None:
         """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
 
         Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad

@@ -25,7 +25,7 @@ from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.clients import HubCallerClients
 from signalr_groups.hubs.groups import GroupManager
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.protocol.json import parse_message, write_completion
+from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol
 from signalr_groups.protocol.messages import (
     AckMessage,
     CancelInvocationMessage,
@@ -61,7 +61,7 @@ class HubDispatcher:
         hub: type[Hub],
         context: HubCallerContext,
         settings: HubSettings,
-        deliver: Callable[[str], None],
+        write: Callable[[Frame], None],
         accepting: Callable[[], bool],
         should_yield: Callable[[], bool],
         on_ping: Callable[[], None],
@@ -70,7 +70,9 @@ class HubDispatcher:
         self.hub = hub
         self.context = context
         self.settings = settings
-        self._deliver = deliver
+        self._write = write
+        #: The connection's hub protocol (set once the handshake chose it).
+        self.protocol: HubProtocol = JSON
         self._accepting = accepting
         self._should_yield = should_yield
         self._on_ping = on_ping
@@ -92,17 +94,18 @@ class HubDispatcher:
 
     # ------------------------------------------------------------------ incoming messages
 
-    def dispatch_records(self, records: list[str]) -> ProtocolError | None:
+    def dispatch_records(self, records: list[Any]) -> ProtocolError | None:
         """Dispatch records in order; return the first protocol error (later records are dropped)."""
         limit = self.settings.max_pending_invocations * HARD_LIMIT_FACTOR
         if len(records) > limit:
             # Parsing is synchronous: a frame of a million tiny records would stall the event loop.
             return ProtocolError(f"Too many messages in one frame (more than {limit}).")
+        parse = self.protocol.parse
         for record in records:
             if not self._accepting():
                 return None
             try:
-                self._dispatch(parse_message(record))
+                self._dispatch(parse(record))
             except ProtocolError as exc:
                 return exc
         return None
@@ -233,12 +236,13 @@ class HubDispatcher:
         if invocation_id is None:
             return
         try:
-            record = write_completion(invocation_id, **kwargs)
+            record = self.protocol.completion(invocation_id, **kwargs)
         except PayloadError as exc:
             logger.error("signalr_groups: the result of invocation %s cannot be sent: %s", invocation_id, exc)
             base = "The hub method's result could not be serialized."
-            record = write_completion(invocation_id, error=f"{base} {exc}" if self.settings.detailed_errors else base)
-        self._deliver(record)
+            error = f"{base} {exc}" if self.settings.detailed_errors else base
+            record = self.protocol.completion(invocation_id, error=error)
+        self._write(record)
 
     async def _invoke(self, message: Invocation) -> None:
         target = message.target

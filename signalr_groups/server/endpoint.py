@@ -91,9 +91,11 @@ class HubConsumer:
             return
         settings = get_hub_settings()
         try:
-            credentials = await self._authenticate(scope)
+            if "WebSockets" not in settings.transports_for(self.hub.hub_key()):
+                raise Refusal(404, "WebSockets transport not supported by this end point type")
+            credentials = await self.authenticate(scope)
             connection_id = await self._connection_id(scope, settings, credentials)
-            user_identifier = await self._user_identifier(scope, settings, credentials)
+            user_identifier = await self.user_identifier(scope, settings, credentials)
         except Refusal as refusal:
             await deny(scope, send, refusal)
             return
@@ -114,8 +116,8 @@ class HubConsumer:
         )
         await connection.run(receive)
 
-    async def _authenticate(self, scope: dict[str, Any]) -> Credentials:
-        """The Origin check, the credentials, and the hub's permissions."""
+    async def authenticate(self, scope: dict[str, Any]) -> Credentials:
+        """The Origin check, the credentials, and the hub's permissions (raises :class:`Refusal`)."""
         if not origin_allowed(scope):
             raise Refusal(403, "Origin not allowed.")
         try:
@@ -150,7 +152,7 @@ class HubConsumer:
             raise Refusal(404, "No Connection with that ID")
         return resolved
 
-    async def _user_identifier(
+    async def user_identifier(
         self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials
     ) -> str | None:
         """The user identifier from ``USER_ID_PROVIDER`` (the ``IUserIdProvider`` analogue)."""

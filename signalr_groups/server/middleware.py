@@ -25,7 +25,7 @@ UNAVAILABLE = "The server's database is unavailable; retry."
 
 
 class DatabaseOutageGuard:
-    """Refuses a WebSocket upgrade with 503 when the database fails before the application accepted it."""
+    """Answers 503 when the database fails before the application answered (a WebSocket upgrade or an HTTP request)."""
 
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
@@ -36,7 +36,12 @@ class DatabaseOutageGuard:
 
         async def watching_send(message: dict[str, Any]) -> None:
             nonlocal accepted
-            if message.get("type") in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
+            if message.get("type") in (
+                "websocket.accept",
+                "websocket.close",
+                "websocket.http.response.start",
+                "http.response.start",
+            ):
                 accepted = True
             await send(message)
 
@@ -44,10 +49,16 @@ class DatabaseOutageGuard:
         try:
             await self.inner(scope, receive, watching_send)
         except DatabaseError:
-            if scope.get("type") != "websocket" or accepted:
+            if scope.get("type") not in ("websocket", "http") or accepted:
                 raise
-            logger.warning("signalr_groups: refused a WebSocket to %s: the database is unavailable", scope.get("path"))
-            await deny(scope, send, Refusal(503, UNAVAILABLE))
+            logger.warning("signalr_groups: refused %s: the database is unavailable", scope.get("path"))
+            if scope["type"] == "http":
+                body = UNAVAILABLE.encode()
+                headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await deny(scope, send, Refusal(503, UNAVAILABLE))
 
 
 def HubMiddlewareStack(inner: ASGIApp) -> DatabaseOutageGuard:

@@ -25,6 +25,20 @@ logger = logging.getLogger(__name__)
 
 #: Highest negotiate version this server speaks.
 MAX_NEGOTIATE_VERSION = 1
+#: The transfer formats of each transport, as ASP.NET Core lists them.
+TRANSFER_FORMATS: dict[str, list[str]] = {
+    "WebSockets": ["Text", "Binary"],
+    "ServerSentEvents": ["Text"],
+    "LongPolling": ["Text", "Binary"],
+}
+
+
+def available_transports(hub_key: str) -> list[dict[str, Any]]:
+    """Negotiate's ``availableTransports`` for a hub: its enabled transports, in preference order."""
+    return [
+        {"transport": name, "transferFormats": list(TRANSFER_FORMATS[name])}
+        for name in get_hub_settings().transports_for(hub_key)
+    ]
 
 
 def _requested_version(request: HttpRequest) -> int | str:
@@ -113,7 +127,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         body: dict[str, Any] = {
             "connectionId": connection_id,
             "negotiateVersion": version,
-            "availableTransports": [{"transport": "WebSockets", "transferFormats": ["Text"]}],
+            "availableTransports": available_transports(hub_key),
         }
         if version >= 1:
             body["connectionToken"] = token

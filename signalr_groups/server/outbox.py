@@ -29,6 +29,7 @@ class Outbox:
 
     __slots__ = (
         "_chars",
+        "binary",
         "_max_bytes",
         "_on_broken",
         "_on_overflow",
@@ -63,7 +64,9 @@ class Outbox:
         self._on_pressure = on_pressure
         self._on_overflow = on_overflow
         self._on_broken = on_broken
-        self._queue: deque[str | None] = deque()
+        self._queue: deque[str | bytes | None] = deque()
+        #: Whether records are bytes sent in binary frames (MessagePack) rather than text.
+        self.binary = False
         self._chars = 0
         # A plain future made on demand rather than an asyncio.Event (which carries a deque): an
         # idle connection should cost as little memory as possible.
@@ -73,12 +76,16 @@ class Outbox:
         #: Monotonic time of the last frame written (the keep-alive is due when it gets old).
         self.last_write = time.monotonic()
 
+    def set_writable(self, writable: Callable[[], Awaitable[None]]) -> None:
+        """Wait for ``writable()`` before each frame (a transport that buffers frames until the client takes them)."""
+        self._writable = writable
+
     @property
     def empty(self) -> bool:
         """Nothing waits to be written."""
         return not self._queue
 
-    def put(self, record: str) -> None:
+    def put(self, record: str | bytes) -> None:
         """Queue one serialized record; report pressure or overflow; wake the writer."""
         self._queue.append(record)
         self._chars += len(record)
@@ -94,7 +101,7 @@ class Outbox:
             return
         self.wake()
 
-    def close(self, last_record: str | None, *, discard_pending: bool = False) -> None:
+    def close(self, last_record: str | bytes | None, *, discard_pending: bool = False) -> None:
         """Queue ``last_record`` (a Close message, or nothing) and the end marker; drop the backlog if asked."""
         if discard_pending:
             self._queue.clear()
@@ -122,7 +129,7 @@ class Outbox:
                     waiter = self._waiter = asyncio.get_running_loop().create_future()
                     await waiter
                     continue
-                parts: list[str] = []
+                parts: list[Any] = []
                 size = 0
                 close_after = False
                 while queue:
@@ -139,7 +146,10 @@ class Outbox:
                     if self._writable is not None:
                         await self._writable()  # the server buffers writes without limit: wait for room
                     self.last_write = time.monotonic()
-                    await self._send({"type": "websocket.send", "text": "".join(parts)})
+                    if self.binary:
+                        await self._send({"type": "websocket.send", "bytes": b"".join(parts)})
+                    else:
+                        await self._send({"type": "websocket.send", "text": "".join(parts)})
                 if close_after:
                     if self._before_close is not None:
                         await self._before_close()  # e.g. let the client close first (see flow.py)

@@ -1,11 +1,16 @@
-"""URL helpers: one call for the negotiate view (Django urls) and one for the socket (Channels routing).
+"""URL helpers: one call for the negotiate view (Django urls) and one for the hub's endpoint (ASGI routing).
 
 ::
 
     # urls.py
     urlpatterns = [negotiate_path("chatHub", ChatHub), ...]
     # asgi.py
-    websocket_urlpatterns = [websocket_path("chatHub", ChatHub)]
+    hub_urlpatterns = [websocket_path("chatHub", ChatHub)]
+    application = ProtocolTypeRouter({
+        # Server-Sent Events and long polling at the hubs' paths; every other request to Django.
+        "http": HubHttpRouter(hub_urlpatterns, django_asgi_app),
+        "websocket": HubMiddlewareStack(URLRouter(hub_urlpatterns)),
+    })
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, path
 
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.server.endpoint import HubConsumer
+from signalr_groups.server.http_endpoint import HubHttpEndpoint
+from signalr_groups.server.middleware import ASGIApp, HubMiddlewareStack
 from signalr_groups.server.negotiate import access_token_view, negotiate_view
 
 
@@ -36,6 +43,38 @@ def negotiate_path(route: str, hub: type[Hub]) -> URLPattern:
 def websocket_path(route: str, hub: type[Hub]) -> URLPattern:
     """The Channels ``URLRouter`` pattern for the hub's WebSocket at ``<route>``."""
     return path(_route(route), HubConsumer.as_asgi(hub))  # type: ignore[arg-type]  # Channels routes ASGI apps
+
+
+class HubHttpRouter:
+    """The ``"http"`` application: each hub's HTTP transports at its path, every other request to ``fallback``.
+
+    ``patterns`` are the hubs' :func:`websocket_path` patterns (the same list the ``"websocket"``
+    router uses), so a hub is served at one path on every transport. A hub's requests pass
+    through :func:`HubMiddlewareStack` (sessions and users); the others reach ``fallback``
+    (Django's ASGI application) untouched.
+    """
+
+    def __init__(self, patterns: Iterable[Any], fallback: ASGIApp) -> None:
+        self.fallback = fallback
+        self._routes: list[tuple[Any, ASGIApp]] = []
+        for pattern in patterns:
+            hub = getattr(getattr(pattern, "callback", None), "hub", None)
+            if not isinstance(pattern, URLPattern) or not (isinstance(hub, type) and issubclass(hub, Hub)):
+                raise TypeError(f"HubHttpRouter takes websocket_path() patterns, not {pattern!r}.")
+            self._routes.append((pattern.pattern, HubMiddlewareStack(HubHttpEndpoint(hub))))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Route one HTTP request."""
+        path = str(scope.get("path", ""))
+        root = str(scope.get("root_path", ""))
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = path.lstrip("/")
+        for pattern, app in self._routes:
+            if pattern.match(path) is not None:
+                await app(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
 
 
 def access_token_path(route: str = "signalr/token") -> URLPattern:

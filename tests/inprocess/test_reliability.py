@@ -456,7 +456,16 @@ async def test_row10_json_hazards_close_with_protocol_error(new_client, record, 
 
 
 async def test_row11_wrong_protocol(new_client):
-    """Row 11: protocol "messagepack" → HandshakeResponse error, then close."""
+    """Row 11: an unknown protocol ("protobuf") → HandshakeResponse error, then close."""
+    client = await new_client(handshake=False)
+    await client.send_text('{"protocol":"protobuf","version":1}' + RS)
+    assert await client.receive_record() == {"error": "The protocol 'protobuf' is not supported."}
+    await client.assert_closed()
+
+
+async def test_row11_messagepack_when_disabled(new_client, settings):
+    """Row 11: MessagePack left out of PROTOCOLS → refused as .NET refuses a protocol it does not have."""
+    settings.SIGNALR_GROUPS = {**getattr(settings, "SIGNALR_GROUPS", {}), "PROTOCOLS": ["json"]}
     client = await new_client(handshake=False)
     await client.send_text('{"protocol":"messagepack","version":1}' + RS)
     assert await client.receive_record() == {"error": "The protocol 'messagepack' is not supported."}

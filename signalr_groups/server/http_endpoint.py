@@ -1,0 +1,346 @@
+"""The HTTP endpoint of a hub: Server-Sent Events and long polling (``GET``/``POST``/``DELETE <hub>?id=<token>``).
+
+Status codes and texts follow ASP.NET Core's ``HttpConnectionDispatcher``: 400 ``Connection ID
+required``, 404 ``No Connection with that ID``, 400 ``Cannot change transports mid-connection``,
+409 for a second event stream, 204 for a poll that a newer one replaced or that found the
+connection ended, 202 for a DELETE.
+
+**No sticky sessions.** The first ``GET`` claims the negotiate token (once, cluster-wide) and
+its process owns the connection. A later request may reach any process: if the connection is
+not here, the request is relayed to its owner over the channel layer — one message to the hub's
+processes, answered by the owner (see :class:`~.http_transports.HttpConnections`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from signalr_groups.addressing import Address
+from signalr_groups.auth.connection_tokens import resolve
+from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
+from signalr_groups.auth.origin import origin_allowed
+from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
+from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_CANCEL, HTTP_PROBE, HTTP_SEND
+from signalr_groups.backplane.rpc import Reply, ask_owner
+from signalr_groups.conf import HubSettings, get_hub_settings
+from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime.manager import HubLifetimeManager
+from signalr_groups.lifetime.managers import get_manager, layer_to_ask
+from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
+from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
+from signalr_groups.server.flow import FlowControl
+from signalr_groups.server.http_transports import (
+    NO_CACHE_HEADERS,
+    HttpConnection,
+    HttpConnections,
+    Inbound,
+    LongPollingQueue,
+    ServerSentEventsStream,
+    post_body_limit,
+    read_body,
+)
+
+logger = logging.getLogger(__name__)
+
+#: A connection's token is good for its whole life once claimed (the negotiate age limit applies to the claim).
+TOKEN_LIFETIME: Final = 10 * 365 * 24 * 3600.0
+#: Seconds a relaying process waits for the owner to take a POST (it may wait for room).
+RELAYED_SEND_TIMEOUT: Final = 15.0
+#: Seconds beyond the poll timeout a relaying process waits for the owner's answer to a poll.
+RELAYED_POLL_MARGIN: Final = 5.0
+
+NOT_FOUND: Final = b"No Connection with that ID"
+
+
+async def respond(
+    send: ASGISend,
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: bytes = b"text/plain",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """A complete response."""
+    all_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or ())]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _wants_event_stream(scope: dict[str, Any]) -> bool:
+    return any(key == b"accept" and b"text/event-stream" in bytes(value) for key, value in scope.get("headers", ()))
+
+
+async def _until_disconnect(receive: ASGIReceive) -> None:
+    """Wait until the client has gone (reading, and dropping, any body it still sends)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class HubHttpEndpoint:
+    """ASGI app serving one hub's HTTP transports; route it at the hub's path for ``http`` (see ``HubHttpRouter``)."""
+
+    def __init__(self, hub: type[Hub]) -> None:
+        self.hub = hub
+        self._admission = HubConsumer(hub)
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        """Serve one request of an SSE or long-polling connection."""
+        if scope["type"] != "http":
+            raise ValueError(f"{type(self).__name__} serves HTTP requests only, not {scope['type']!r}.")
+        method = scope.get("method", "GET")
+        if method not in ("GET", "POST", "DELETE"):
+            await respond(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
+            return
+        try:
+            await self._serve(method, scope, receive, send)
+        except Refusal as refusal:
+            logger.info(
+                "signalr_groups: refused %s %s: %s %s", method, scope.get("path"), refusal.status, refusal.reason
+            )
+            await respond(send, refusal.status, refusal.reason.encode())
+
+    async def _serve(self, method: str, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        if not origin_allowed(scope):
+            raise Refusal(403, "Origin not allowed.")
+        token = query_param(scope, "id")
+        if not token:
+            raise Refusal(400, "Connection ID required")
+        try:
+            credentials = await credentials_from_scope(scope)
+        except InvalidAccessTokenError as exc:
+            raise Refusal(401, str(exc)) from exc
+        hub_key = self.hub.hub_key()
+        settings = get_hub_settings()
+        # The token is bound to the user who negotiated: another user's request cannot use it.
+        connection_id = resolve(hub_key, credentials.user, token, TOKEN_LIFETIME)
+        if connection_id is None:
+            raise Refusal(404, NOT_FOUND.decode())
+        manager = get_manager(hub_key, create=True)
+        assert manager is not None  # create=True
+        table = manager.extension(HttpConnections)
+        if table is None:  # pragma: no cover - registered in AppConfig.ready()
+            raise Refusal(500, "The HTTP transports are not installed.")
+        local = table.get(connection_id)
+        if method == "POST":
+            await self._post(scope, receive, send, table, local, connection_id)
+        elif method == "DELETE":
+            if local is not None:
+                status, body = table.delete(local)
+            else:
+                status, body = await self._relay_simple(HTTP_DELETE, connection_id, {})
+            await respond(send, status, body)
+        else:
+            transport = "ServerSentEvents" if _wants_event_stream(scope) else "LongPolling"
+            if local is not None:
+                if local.transport != transport:
+                    raise Refusal(400, "Cannot change transports mid-connection")
+                if transport == "ServerSentEvents":
+                    await respond(send, 409)
+                    return
+                await self._poll_local(receive, send, table, local)
+                return
+            if resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age) is not None:
+                # A fresh token: this request may start the connection, if nobody claimed the token yet.
+                if transport not in settings.transports_for(hub_key):
+                    raise Refusal(404, f"{transport} transport not supported by this end point type")
+                await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
+                try:
+                    claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
+                except ClaimUnavailableError as exc:
+                    raise Refusal(503, str(exc)) from exc
+                if claimed:
+                    await self._start(
+                        scope, receive, send, transport, connection_id, credentials, settings, manager, table
+                    )
+                    return
+            await self._get_remote(receive, send, transport, connection_id)
+
+    # ------------------------------------------------------------------ starting a connection
+
+    async def _start(
+        self,
+        scope: dict[str, Any],
+        receive: ASGIReceive,
+        send: ASGISend,
+        transport: str,
+        connection_id: str,
+        credentials: Credentials,
+        settings: HubSettings,
+        manager: HubLifetimeManager,
+        table: HttpConnections,
+    ) -> None:
+        user_identifier = await self._admission.user_identifier(scope, settings, credentials)
+        entry = HttpConnection(connection_id, transport, Inbound())
+        await manager.hold()  # the handshake may come through another process: listen on the layer now
+        table.add(entry)
+        if transport == "ServerSentEvents":
+            stream = ServerSentEventsStream(send)
+            connection = self._connection(scope, stream, transport, connection_id, credentials, user_identifier)
+            watcher = asyncio.ensure_future(_until_disconnect(receive))
+            watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
+            try:
+                await stream.start()
+                await connection.run(entry.inbound.receive)
+            finally:
+                watcher.cancel()
+                table.ended(entry)
+                with contextlib.suppress(Exception):
+                    await stream.end()
+            return
+        polling = entry.polling = LongPollingQueue(max(64 * 1024, settings.outbox_max_bytes // 2))
+        connection = self._connection(scope, polling, transport, connection_id, credentials, user_identifier)
+        connection.outbox.set_writable(polling.writable)
+
+        async def run() -> None:
+            try:
+                await connection.run(entry.inbound.receive)
+            finally:
+                table.ended(entry)
+
+        manager.spawn(run())
+        # The first poll returns at once (the client then sends its handshake).
+        await respond(send, 200, content_type=b"application/octet-stream", headers=NO_CACHE_HEADERS)
+
+    def _connection(
+        self,
+        scope: dict[str, Any],
+        send: ASGISend,
+        transport: str,
+        connection_id: str,
+        credentials: Credentials,
+        user_identifier: str | None,
+    ) -> HubConnection:
+        manager = get_manager(self.hub.hub_key(), create=True)
+        assert manager is not None
+        return HubConnection(
+            flow=FlowControl(),
+            hub=self.hub,
+            scope=scope,
+            send=send,
+            settings=get_hub_settings(),
+            connection_id=connection_id,
+            credentials=credentials,
+            user_identifier=user_identifier,
+            manager=manager,
+            transport=transport,
+        )
+
+    # ------------------------------------------------------------------ requests for a live connection
+
+    async def _post(
+        self,
+        scope: dict[str, Any],
+        receive: ASGIReceive,
+        send: ASGISend,
+        table: HttpConnections,
+        local: HttpConnection | None,
+        connection_id: str,
+    ) -> None:
+        body = await read_body(receive, post_body_limit())
+        if body is None:
+            await respond(send, 413, b"The request body is too large.")
+            return
+        if local is not None:
+            status = await table.send(local, body)
+        else:
+            status, _ = await self._relay_simple(HTTP_SEND, connection_id, {"data": body}, RELAYED_SEND_TIMEOUT)
+        await respond(send, status, NOT_FOUND if status == 404 else b"")
+
+    async def _poll_local(
+        self, receive: ASGIReceive, send: ASGISend, table: HttpConnections, local: HttpConnection
+    ) -> None:
+        poll = asyncio.ensure_future(table.poll(local))
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not poll.done():
+            poll.cancel()  # the client went away: nothing is taken from the queue
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            return
+        status, data = poll.result()
+        await self._answer_poll(send, status, data)
+
+    @staticmethod
+    async def _answer_poll(send: ASGISend, status: int, data: bytes) -> None:
+        if status == 200:
+            await respond(send, 200, data, content_type=b"application/octet-stream", headers=NO_CACHE_HEADERS)
+        elif status == 404:
+            await respond(send, 404, NOT_FOUND)
+        else:
+            await respond(send, status, data, headers=NO_CACHE_HEADERS)
+
+    async def _get_remote(self, receive: ASGIReceive, send: ASGISend, transport: str, connection_id: str) -> None:
+        """A GET for a connection this process does not own: relay the poll, or refuse a second stream."""
+        if transport == "ServerSentEvents":
+            reply = await self._ask(HTTP_PROBE, connection_id, {}, get_hub_settings().group_action_timeout)
+            if reply is None:
+                raise Refusal(404, NOT_FOUND.decode())
+            if reply.body.get("transport") != transport:
+                raise Refusal(400, "Cannot change transports mid-connection")
+            await respond(send, 409)
+            return
+        poll_id_holder: dict[str, str] = {}
+        timeout = get_hub_settings().long_polling_poll_timeout + RELAYED_POLL_MARGIN
+        poll = asyncio.ensure_future(self._ask(HTTP_POLL, connection_id, {}, timeout, poll_id_holder))
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not poll.done():
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            poll_id = poll_id_holder.get("request_id")
+            if poll_id is not None:  # tell the owner: the poll's data stays queued for the next one
+                with contextlib.suppress(Exception):
+                    await self._tell(HTTP_POLL_CANCEL, connection_id, {"poll_id": poll_id})
+            return
+        reply = poll.result()
+        if reply is None:
+            await respond(send, 404, NOT_FOUND)
+            return
+        await self._answer_poll(send, int(reply.body.get("status", 500)), bytes(reply.body.get("data") or b""))
+
+    # ------------------------------------------------------------------ relaying
+
+    async def _ask(
+        self,
+        kind: str,
+        connection_id: str,
+        fields: dict[str, Any],
+        timeout: float,
+        request_id_out: dict[str, str] | None = None,
+    ) -> Reply | None:
+        """Relay a request to the process that owns ``connection_id``; its answer, or None if nobody owns it."""
+        hub_key = self.hub.hub_key()
+        group = Address("all").layer_group(hub_key)
+        manager, layer = layer_to_ask(hub_key, group)
+        if layer is None:
+            return None
+        inbox = manager.replies if manager is not None and manager.running else None
+        message = {"type": kind, "connection_id": connection_id, **fields}
+        return await ask_owner(layer, group, message, timeout, inbox, request_id_out=request_id_out)
+
+    async def _tell(self, kind: str, connection_id: str, fields: dict[str, Any]) -> None:
+        hub_key = self.hub.hub_key()
+        group = Address("all").layer_group(hub_key)
+        _manager, layer = layer_to_ask(hub_key, group)
+        if layer is not None:
+            await layer.group_send(group, {"type": kind, "connection_id": connection_id, **fields})
+
+    async def _relay_simple(
+        self, kind: str, connection_id: str, fields: dict[str, Any], timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        reply = await self._ask(
+            kind, connection_id, fields, timeout if timeout is not None else get_hub_settings().group_action_timeout
+        )
+        if reply is None:
+            return 404, NOT_FOUND
+        return int(reply.body.get("status", 500)), bytes(reply.body.get("data") or b"")

@@ -4,6 +4,7 @@
 const path = require("path");
 const readline = require("readline");
 const signalR = require(path.join(__dirname, "..", "..", "node_modules", "@microsoft", "signalr"));
+const msgpack = require(path.join(__dirname, "..", "..", "node_modules", "@microsoft", "signalr-protocol-msgpack"));
 
 const connections = new Map(); // name -> {connection, events: []}
 
@@ -21,9 +22,12 @@ async function handle(cmd) {
         options.skipNegotiation = true;
         options.transport = signalR.HttpTransportType.WebSockets;
       }
+      // One transport ("WebSockets", "ServerSentEvents", "LongPolling"), or the client's fallback order.
+      if (cmd.transport) options.transport = signalR.HttpTransportType[cmd.transport];
       let builder = new signalR.HubConnectionBuilder()
         .withUrl(cmd.url, options)
         .configureLogging(signalR.LogLevel.None);
+      if (cmd.protocol === "messagepack") builder = builder.withHubProtocol(new msgpack.MessagePackHubProtocol());
       if (cmd.reconnect) builder = builder.withAutomaticReconnect(cmd.reconnect);
       if (cmd.serverTimeout) builder = builder.withServerTimeout(cmd.serverTimeout);
       const connection = builder.build();
@@ -36,7 +40,8 @@ async function handle(cmd) {
       connection.onreconnected((id) => record.events.push({ target: "__reconnected__", args: [id] }));
       connections.set(cmd.name, record);
       await connection.start();
-      return { connectionId: connection.connectionId };
+      const transport = connection.connection && connection.connection.transport;
+      return { connectionId: connection.connectionId, transport: transport ? transport.constructor.name : null };
     }
     case "invoke":
       return { result: await entry.connection.invoke(cmd.method, ...(cmd.args || [])) };

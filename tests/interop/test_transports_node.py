@@ -1,0 +1,113 @@
+"""Every transport × hub protocol with the official @microsoft/signalr client (and its MessagePack package) under Node.
+
+The docs' groups sample runs unchanged for each allowed pair of {WebSockets, ServerSentEvents,
+LongPolling} × {JSON, MessagePack} (MessagePack over Server-Sent Events is refused, as .NET
+refuses it), once with a session cookie and once with a bearer token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from signalr_groups.auth.access_tokens import issue_access_token
+from tests.live import InvocationError, NodeDriver, received
+
+pytestmark = pytest.mark.timeout(90)
+
+TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
+PROTOCOLS = ("json", "messagepack")
+PAIRS = [(t, p) for t in TRANSPORTS for p in PROTOCOLS if not (t == "ServerSentEvents" and p == "messagepack")]
+#: The class name of the client's transport object, by transport.
+CLIENT_CLASSES = {
+    "WebSockets": "WebSocketTransport",
+    "ServerSentEvents": "ServerSentEventsTransport",
+    "LongPolling": "LongPollingTransport",
+}
+
+
+def _credentials(auth: str, live_users: dict[str, str], name: str) -> dict[str, Any]:
+    if auth == "cookie":
+        return {"cookie": live_users[name]}
+    return {"accessToken": issue_access_token(get_user_model().objects.get(username=name))}
+
+
+def _connect(node: NodeDriver, name: str, url: str, transport: str, protocol: str, **options: Any) -> None:
+    headers = {"Cookie": options.pop("cookie")} if "cookie" in options else {}
+    reply = node.call(
+        "connect",
+        name=name,
+        url=url,
+        headers=headers,
+        events=["Send", "ReceiveMessage"],
+        transport=transport,
+        protocol=protocol,
+        **options,
+    )
+    if not reply["ok"]:
+        raise RuntimeError(f"connect {name} failed: {reply['error']}")
+    assert reply["transport"] == CLIENT_CLASSES[transport]
+    node.events[name] = []
+
+
+@pytest.mark.parametrize("auth", ["cookie", "bearer"])
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
+def test_docs_sample_flow(live_server_process, live_users, node, transport, protocol, auth):
+    """Groups, a user on two devices, a private message, an error, leaving — on one transport and protocol."""
+    url = live_server_process.http_url + "/chatHub"
+    for name, user in (("alice_desktop", "alice"), ("alice_phone", "alice"), ("bob", "bob")):
+        _connect(node, name, url, transport, protocol, **_credentials(auth, live_users, user))
+
+    node.invoke("alice_desktop", "AddToGroup", "lobby")
+    node.invoke("bob", "AddToGroup", "lobby")
+    node.invoke("bob", "SendMessageToGroup", "lobby", "hi all")
+    node.wait_for("alice_desktop", lambda ev: ["bob: hi all"] in received(ev, "Send"))
+    assert received(node.collect("alice_desktop"), "Send") == [
+        ["alice has joined the group lobby."],
+        ["bob has joined the group lobby."],
+        ["bob: hi all"],
+    ]
+    node.invoke("alice_phone", "RemoveFromGroup", "nobody is in this group")
+    assert received(node.collect("alice_phone"), "Send") == []
+
+    node.invoke("bob", "SendPrivateMessage", "alice", "psst")
+    for device in ("alice_desktop", "alice_phone"):
+        node.wait_for(device, lambda ev: received(ev, "ReceiveMessage") == [["bob: psst"]])
+    node.invoke("bob", "RemoveFromGroup", "nobody is in this group")
+    assert received(node.collect("bob"), "ReceiveMessage") == []
+
+    with pytest.raises(InvocationError, match="Unknown hub method"):
+        node.invoke("bob", "NoSuchMethod")
+
+    node.invoke("alice_desktop", "RemoveFromGroup", "lobby")
+    node.wait_for("bob", lambda ev: ["alice has left the group lobby."] in received(ev, "Send"))
+    node.invoke("bob", "SendMessageToGroup", "lobby", "anyone?")
+    node.wait_for("bob", lambda ev: ["bob: anyone?"] in received(ev, "Send"))
+    node.invoke("alice_desktop", "RemoveFromGroup", "nobody is in this group")
+    assert ["bob: anyone?"] not in received(node.collect("alice_desktop"), "Send")
+    for name in ("alice_desktop", "alice_phone", "bob"):
+        node.stop(name)
+        node.wait_for(name, lambda ev: any(e["target"] == "__closed__" for e in ev))
+        closed = [e for e in node.collect(name) if e["target"] == "__closed__"]
+        assert closed[-1]["args"] == [None], closed  # a clean stop, no error
+
+
+def test_messagepack_over_sse_is_refused(live_server_process, live_users, node):
+    """Negotiate lists Server-Sent Events as Text only, so the client does not try MessagePack over it.
+
+    (The server's own refusal, for a client that tries anyway, is in test_http_transports.py.)
+    """
+    url = live_server_process.http_url + "/chatHub"
+    reply = node.call(
+        "connect",
+        name="m",
+        url=url,
+        headers={"Cookie": live_users["alice"]},
+        events=[],
+        transport="ServerSentEvents",
+        protocol="messagepack",
+    )
+    assert not reply["ok"]
+    assert "'ServerSentEvents' does not support Binary" in reply["error"], reply

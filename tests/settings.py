@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -53,6 +54,8 @@ SIGNALR_GROUPS: dict[str, object] = {
     # SIGNALR_TEST_REDIS_SENTINELS ("host:port,host:port") reaches Redis through Sentinel instead.
     "REDIS_SENTINELS": [item for item in os.environ.get("SIGNALR_TEST_REDIS_SENTINELS", "").split(",") if item],
 }
+# A live server's extra settings, as JSON (e.g. {"DISCONNECT_TIMEOUT": 2}).
+SIGNALR_GROUPS.update(json.loads(os.environ.get("SIGNALR_TEST_SETTINGS") or "{}"))
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True

@@ -66,7 +66,7 @@ def _default(value: Any) -> Any:
         delta = value - _EPOCH
         return msgpack.Timestamp(delta.days * 86400 + delta.seconds, delta.microseconds * 1000)
     if isinstance(value, int):  # msgpack asks about the ints it cannot pack
-        raise PayloadError(f"Cannot encode as MessagePack: the integer {value} does not fit in 64 bits.")
+        raise PayloadError("Cannot encode as MessagePack: an integer does not fit in 64 bits.")
     try:
         return _django_encoder.default(value)
     except TypeError as exc:

@@ -208,6 +208,70 @@ class DaphneFlowControl(FlowControl):
         self._wake()
 
 
+class DaphneHttpFlowControl(FlowControl):
+    """Write backpressure for a long-lived HTTP response under daphne (a Server-Sent Events stream).
+
+    The connection registers as the streaming producer of daphne's request (Twisted's public
+    ``Request.registerProducer``): Twisted's HTTP channel pauses it when the TCP write buffer
+    fills and resumes it when the buffer drains, and the outbox waits for that before it writes
+    the next event — so a client that stops reading fills the outbox, whose bound closes it,
+    instead of growing Twisted's buffer without limit.
+    """
+
+    controls_writes = True
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._write_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        request.registerProducer(self, True)
+        self._registered = True
+
+    def pauseProducing(self) -> None:
+        """Twisted's write buffer is full."""
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        """Twisted's write buffer drained."""
+        self._write_paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: nobody should wait to write."""
+        self._write_paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def writable(self) -> None:
+        """Wait while Twisted's write buffer is over its mark."""
+        while self._write_paused:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def drop(self) -> None:
+        """Abort the TCP connection (Twisted discards its buffer)."""
+        try:
+            self._request.channel.transport.abortConnection()
+        except Exception:
+            logger.debug("signalr_groups: dropping a daphne HTTP connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Unregister from the request."""
+        if self._registered:
+            self._registered = False
+            try:
+                self._request.unregisterProducer()
+            except Exception:
+                logger.debug("signalr_groups: unregistering from a daphne request failed", exc_info=True)
+        self._wake()
+
+
 #: How many middleware ``send`` wrappers we look through.
 _MAX_WRAPPERS: Final = 8
 
@@ -224,15 +288,15 @@ def _unwrap_send(send: Any) -> Any:
     return send
 
 
-def _daphne_protocol(send: Callable[..., Awaitable[None]]) -> Any | None:
-    """daphne's ``WebSocketProtocol`` behind a ``send`` callable, if it is daphne's."""
+def _daphne_protocol(send: Callable[..., Awaitable[None]], module: str = "daphne.ws_protocol") -> Any | None:
+    """daphne's protocol object (``WebSocketProtocol``, or ``WebRequest`` for HTTP) behind a ``send`` callable."""
     send = _unwrap_send(send)
     if not isinstance(send, functools.partial) or not send.args:
         return None
     if getattr(send.func, "__qualname__", "") != "Server.handle_reply":
         return None
     protocol = send.args[0]
-    if getattr(type(protocol), "__module__", "") != "daphne.ws_protocol":
+    if getattr(type(protocol), "__module__", "") != module:
         return None
     return protocol
 
@@ -257,6 +321,18 @@ def missing_daphne_internals() -> list[str]:
         if not hasattr(WebSocketProtocol, name):
             missing.append(f"daphne.ws_protocol.WebSocketProtocol.{name}")
     return missing
+
+
+def http_flow_control_for(send: Callable[..., Awaitable[None]]) -> FlowControl:
+    """The flow control a long-lived HTTP response (Server-Sent Events) needs under the server that called it."""
+    request = _daphne_protocol(send, "daphne.http_protocol")
+    if request is None or not hasattr(request, "registerProducer"):
+        return FlowControl()
+    try:
+        return DaphneHttpFlowControl(request)
+    except Exception:
+        logger.warning("signalr_groups: no flow control for a daphne event stream", exc_info=True)
+        return FlowControl()
 
 
 def flow_control_for(receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> FlowControl:

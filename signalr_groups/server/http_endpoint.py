@@ -31,7 +31,7 @@ from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import get_manager, layer_to_ask
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
-from signalr_groups.server.flow import FlowControl
+from signalr_groups.server.flow import FlowControl, http_flow_control_for
 from signalr_groups.server.http_transports import (
     NO_CACHE_HEADERS,
     HttpConnection,
@@ -178,7 +178,9 @@ class HubHttpEndpoint:
         table.add(entry)
         if transport == "ServerSentEvents":
             stream = ServerSentEventsStream(send)
-            connection = self._connection(scope, stream, transport, connection_id, credentials, user_identifier)
+            connection = self._connection(
+                scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
+            )
             watcher = asyncio.ensure_future(_until_disconnect(receive))
             watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
             try:
@@ -191,7 +193,9 @@ class HubHttpEndpoint:
                     await stream.end()
             return
         polling = entry.polling = LongPollingQueue(max(64 * 1024, settings.outbox_max_bytes // 2))
-        connection = self._connection(scope, polling, transport, connection_id, credentials, user_identifier)
+        connection = self._connection(
+            scope, polling, transport, connection_id, credentials, user_identifier, FlowControl()
+        )
         connection.outbox.set_writable(polling.writable)
 
         async def run() -> None:
@@ -212,11 +216,12 @@ class HubHttpEndpoint:
         connection_id: str,
         credentials: Credentials,
         user_identifier: str | None,
+        flow: FlowControl,
     ) -> HubConnection:
         manager = get_manager(self.hub.hub_key(), create=True)
         assert manager is not None
         return HubConnection(
-            flow=FlowControl(),
+            flow=flow,
             hub=self.hub,
             scope=scope,
             send=send,

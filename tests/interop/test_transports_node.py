@@ -7,12 +7,14 @@ refuses it), once with a session cookie and once with a bearer token.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from signalr_groups.auth.access_tokens import issue_access_token
+from signalr_groups.models import GroupGrant
 from tests.live import InvocationError, NodeDriver, received
 
 pytestmark = pytest.mark.timeout(90)
@@ -111,3 +113,51 @@ def test_messagepack_over_sse_is_refused(live_server_process, live_users, node):
     )
     assert not reply["ok"]
     assert "'ServerSentEvents' does not support Binary" in reply["error"], reply
+
+
+HTTP_PAIRS = [("ServerSentEvents", "json"), ("LongPolling", "json"), ("LongPolling", "messagepack")]
+
+
+@pytest.mark.parametrize(("transport", "protocol"), HTTP_PAIRS, ids=[f"{t}-{p}" for t, p in HTTP_PAIRS])
+def test_revocation_and_disconnect_everywhere_on_http_transports(
+    live_server_process, live_users, node, transport, protocol
+):
+    """A grant revoked in the database ends alice's membership at once; "disconnect everywhere" closes her
+    connections with the reason — on Server-Sent Events and long polling as on WebSockets."""
+    alice = get_user_model().objects.get(username="alice")
+    grant = GroupGrant.objects.create(hub="interop", group="secret", user=alice)
+    url = live_server_process.http_url + "/interop"
+    for name in ("a", "b"):
+        reply = node.call(
+            "connect",
+            name=name,
+            url=url,
+            headers={"Cookie": live_users["alice" if name == "a" else "bob"]},
+            events=["Receive", "GroupAccessRevoked"],
+            transport=transport,
+            protocol=protocol,
+        )
+        assert reply["ok"], reply
+        node.events[name] = []
+    assert node.invoke("a", "JoinGroup", "secret") is True
+    assert node.invoke("a", "JoinGroup", "open room") is True
+    assert node.invoke("b", "JoinGroup", "open room") is True
+
+    started = time.monotonic()
+    assert live_server_process.post_json("/test/grant", {"action": "revoke", "grant": grant.pk}) == {"ok": True}
+    node.wait_for("a", lambda ev: received(ev, "GroupAccessRevoked") == [["secret", "revoked"]], 2.0)
+    assert time.monotonic() - started < 2.0
+    node.invoke("a", "SendToGroup", "secret", "after")
+    node.invoke("a", "SendToGroup", "open room", "still open")
+    node.wait_for("a", lambda ev: ["group", "still open"] in received(ev))
+    assert ["group", "after"] not in received(node.events["a"])
+
+    started = time.monotonic()
+    assert live_server_process.post_json("/test/account", {"username": "alice", "action": "disconnect"}) == {
+        "ok": True
+    }
+    events = node.wait_for("a", lambda ev: any(e["target"] == "__closed__" for e in ev), 3.0)
+    closed = [e["args"][0] for e in events if e["target"] == "__closed__"]
+    assert closed == ["Server returned an error on close: Disconnected by an administrator."]
+    assert time.monotonic() - started < 3.0
+    assert node.invoke("b", "GetUserIdentifier") == "bob"  # bob is untouched

@@ -27,7 +27,6 @@ from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_
 from signalr_groups.backplane.rpc import Reply, ask_owner
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import get_manager, layer_to_ask
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
@@ -147,15 +146,24 @@ class HubHttpEndpoint:
                 if transport not in settings.transports_for(hub_key):
                     raise Refusal(404, f"{transport} transport not supported by this end point type")
                 await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
+                user_identifier = await self._admission.user_identifier(scope, settings, credentials)
+                try:
+                    # The handshake may come through another process: listen on the layer from now on.
+                    await manager.hold()
+                except Exception as exc:
+                    logger.warning("signalr_groups: cannot start an HTTP connection: %r", exc)
+                    raise Refusal(503, "The server cannot reach its channel layer; retry.") from exc
                 try:
                     claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
                 except ClaimUnavailableError as exc:
+                    await manager.release()
                     raise Refusal(503, str(exc)) from exc
                 if claimed:
-                    await self._start(
-                        scope, receive, send, transport, connection_id, credentials, settings, manager, table
-                    )
+                    entry = HttpConnection(connection_id, transport, Inbound())
+                    table.add(entry)  # (the table releases the hold when it forgets the connection)
+                    await self._start(scope, receive, send, entry, credentials, user_identifier, settings, table)
                     return
+                await manager.release()
             await self._get_remote(receive, send, transport, connection_id)
 
     # ------------------------------------------------------------------ starting a connection
@@ -165,17 +173,13 @@ class HubHttpEndpoint:
         scope: dict[str, Any],
         receive: ASGIReceive,
         send: ASGISend,
-        transport: str,
-        connection_id: str,
+        entry: HttpConnection,
         credentials: Credentials,
+        user_identifier: str | None,
         settings: HubSettings,
-        manager: HubLifetimeManager,
         table: HttpConnections,
     ) -> None:
-        user_identifier = await self._admission.user_identifier(scope, settings, credentials)
-        entry = HttpConnection(connection_id, transport, Inbound())
-        await manager.hold()  # the handshake may come through another process: listen on the layer now
-        table.add(entry)
+        transport, connection_id = entry.transport, entry.connection_id
         if transport == "ServerSentEvents":
             stream = ServerSentEventsStream(send)
             connection = self._connection(
@@ -193,18 +197,18 @@ class HubHttpEndpoint:
                     await stream.end()
             return
         polling = entry.polling = LongPollingQueue(max(64 * 1024, settings.outbox_max_bytes // 2))
-        connection = self._connection(
-            scope, polling, transport, connection_id, credentials, user_identifier, FlowControl()
-        )
-        connection.outbox.set_writable(polling.writable)
 
         async def run() -> None:
             try:
+                connection = self._connection(
+                    scope, polling, transport, connection_id, credentials, user_identifier, FlowControl()
+                )
+                connection.outbox.set_writable(polling.writable)
                 await connection.run(entry.inbound.receive)
             finally:
                 table.ended(entry)
 
-        manager.spawn(run())
+        table.manager.spawn(run())
         # The first poll returns at once (the client then sends its handshake).
         await respond(send, 200, content_type=b"application/octet-stream", headers=NO_CACHE_HEADERS)
 

@@ -7,9 +7,11 @@ from typing import Any, Final
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from signalr_groups.backplane.redis_internals import missing_internals
-from signalr_groups.conf import get_hub_settings
+from signalr_groups.conf import HubSettings, get_hub_settings
+from signalr_groups.server.routing import HubHttpRouter
 
 #: Every check id with what it means.
 CHECK_IDS: Final = {
@@ -23,7 +25,10 @@ CHECK_IDS: Final = {
     "signalr_groups.W005": "RedisChannelLayer group_expiry shorter than twice LAYER_GROUP_REFRESH_INTERVAL",
     "signalr_groups.W006": "MAX_GROUPS_PER_CONNECTION above 10,000: one client's disconnect then costs a long loop",
     "signalr_groups.W007": "MAX_MESSAGE_SIZE above 1 MiB, the largest frame daphne accepts (and uvicorn as the README runs it)",
+    "signalr_groups.W008": "Server-Sent Events or long polling are enabled, but ASGI_APPLICATION routes no HubHttpRouter",
 }
+#: How deep :func:`_routes_hub_http` looks into nested ASGI applications.
+_MAX_APP_DEPTH: Final = 8
 
 #: channels_redis.core.RedisChannelLayer blocks on BZPOPMIN for this many seconds.
 _REDIS_CORE_BRPOP_TIMEOUT: Final = 5
@@ -73,6 +78,41 @@ def _check_redis_core_timeouts(layer_config: dict[str, Any]) -> list[checks.Chec
             )
         ]
     return []
+
+
+def _routes_hub_http(app: Any, depth: int = 0) -> bool:
+    """Whether a :class:`HubHttpRouter` is reachable from an ASGI application (through routers and middleware)."""
+    if isinstance(app, HubHttpRouter):
+        return True
+    if depth >= _MAX_APP_DEPTH or app is None:
+        return False
+    mapping = getattr(app, "application_mapping", None)  # channels' ProtocolTypeRouter
+    if isinstance(mapping, dict):
+        return _routes_hub_http(mapping.get("http"), depth + 1)
+    return any(_routes_hub_http(getattr(app, name, None), depth + 1) for name in ("inner", "app", "application"))
+
+
+def _check_http_transports(hub_settings: HubSettings) -> list[checks.CheckMessage]:
+    if all(names == ("WebSockets",) or not names for names in hub_settings.transports.values()):
+        return []
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not isinstance(path, str):
+        return []
+    try:
+        application = import_string(path)
+    except Exception:
+        return []  # (Channels reports an application that cannot be imported)
+    if _routes_hub_http(application):
+        return []
+    return [
+        checks.Warning(
+            "SIGNALR_GROUPS['TRANSPORTS'] enables Server-Sent Events or long polling, but the 'http' application "
+            f"of {path} routes no HubHttpRouter: clients that cannot use WebSockets will fail to connect.",
+            hint="Route '\"http\": HubHttpRouter(hub_urlpatterns, django_asgi_app)' in your ProtocolTypeRouter, "
+            "or set SIGNALR_GROUPS['TRANSPORTS'] = ['WebSockets'].",
+            id="signalr_groups.W008",
+        )
+    ]
 
 
 @checks.register()
@@ -157,4 +197,5 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="signalr_groups.W002",
             )
         )
+    messages.extend(_check_http_transports(hub_settings))
     return messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from channels.routing import ProtocolTypeRouter
 from django.test import override_settings
 
 from signalr_groups.auth.origin import origin_allowed
@@ -159,3 +160,34 @@ def test_behind_a_proxy_that_sets_x_forwarded_host():
         assert not origin_allowed(scope)  # Host is the upstream address: another origin
         with override_settings(USE_X_FORWARDED_HOST=True):
             assert origin_allowed(scope)
+
+
+def test_http_transports_without_a_hub_http_router_are_reported():
+    """W008: SSE/long polling enabled, but the 'http' application never reaches a HubHttpRouter."""
+    assert _ids() == []  # tests.asgi routes HubHttpRouter
+    with override_settings(ASGI_APPLICATION="tests.unit.test_conf_checks.APP_WITHOUT_HTTP_ROUTER"):
+        assert _ids() == ["signalr_groups.W008"]
+        with override_settings(SIGNALR_GROUPS={"TRANSPORTS": ["WebSockets"]}):
+            assert _ids() == []
+
+
+def test_transport_and_protocol_settings_are_validated():
+    for bad in (
+        {"TRANSPORTS": ["Carrier pigeon"]},
+        {"TRANSPORTS": "WebSockets"},
+        {"PROTOCOLS": []},
+        {"PROTOCOLS": ["xml"]},
+    ):
+        with override_settings(SIGNALR_GROUPS=bad):
+            assert _ids() == ["signalr_groups.E001"], bad
+    with override_settings(SIGNALR_GROUPS={"TRANSPORTS": {"chat": ["LongPolling", "WebSockets"]}}):
+        settings = get_hub_settings()
+        assert settings.transports_for("chat") == ("WebSockets", "LongPolling")  # negotiate's order, always
+        assert settings.transports_for("other") == ("WebSockets", "ServerSentEvents", "LongPolling")
+
+
+async def _plain_http(scope, receive, send):  # pragma: no cover - never served
+    raise AssertionError
+
+
+APP_WITHOUT_HTTP_ROUTER = ProtocolTypeRouter({"http": _plain_http})

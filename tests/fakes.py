@@ -18,8 +18,11 @@ class FakeConnection:
 
     hub: type[Any] = FakeHub
 
-    def __init__(self, connection_id: str, user: str | None = None, account: str | None = None) -> None:
+    def __init__(
+        self, connection_id: str, user: str | None = None, account: str | None = None, protocol: str = "json"
+    ) -> None:
         self.connection_id = connection_id
+        self.protocol = protocol
         self.user_identifier = user
         self.credentials = Credentials(account_id=account)
         self.client_address: str | None = "127.0.0.1"
@@ -29,8 +32,11 @@ class FakeConnection:
         self.hub_events: list[tuple[str, tuple[Any, ...]]] = []
 
     def deliver(self, record: Any) -> None:
-        # The JSON text of a shared invocation (tests also hand plain strings).
-        self.records.append(getattr(record, "json", record))
+        # A shared invocation in this connection's protocol (tests also hand plain strings).
+        if isinstance(record, str):
+            self.records.append(record)
+        else:
+            self.records.append(record.msgpack if self.protocol == "messagepack" else record.json)
 
     def tick(self, now: float) -> None:
         self.ticks += 1

@@ -57,7 +57,11 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     }
     if "messagepack" in get_hub_settings().protocols:
         # Both forms cross the layer (as ASP.NET Core's backplanes do): no process serializes it again.
-        message["msgpack"] = record.msgpack_or_raise()
+        # A payload with no MessagePack form (an int beyond 64 bits) still reaches the JSON clients;
+        # the MessagePack ones are skipped, and that is logged where they are.
+        msgpack = record.msgpack
+        if msgpack:
+            message["msgpack"] = msgpack
     await layer.group_send(address.layer_group(hub_key), message)
 
 

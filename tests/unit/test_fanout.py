@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgpack
 import pytest
 from channels.layers import channel_layers
 from django.test import override_settings
@@ -13,6 +14,8 @@ from signalr_groups.addressing import Address
 from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import _managers, get_manager
 from signalr_groups.lifetime.sending import send
+from signalr_groups.protocol import json as json_protocol
+from signalr_groups.protocol import messagepack, serialized
 from tests.fakes import FakeConnection
 
 HUB = "fanout-test"
@@ -173,3 +176,58 @@ def test_recent_ids_forget_the_oldest():
     ids = RecentIds(size=2)
     assert ids.first_time("1") and ids.first_time("2") and not ids.first_time("1")
     assert ids.first_time("3") and ids.first_time("1")  # "1" was forgotten once "3" came
+
+
+class _Counting:
+    """Wraps a serializer and counts its calls (the real one still runs)."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+async def test_a_send_to_json_and_messagepack_members_serializes_once_per_protocol(counting_layer, monkeypatch):
+    """500 JSON and 500 MessagePack members in two processes: one JSON and one MessagePack serialization in
+    all, one layer message, and every member of a protocol gets the very same bytes."""
+    json_writes = _Counting(json_protocol.write_invocation)
+    msgpack_writes = _Counting(messagepack.write_invocation)
+    conversions = _Counting(messagepack.invocation_from_json_record)
+    monkeypatch.setattr(serialized.json_protocol, "write_invocation", json_writes)
+    monkeypatch.setattr(serialized.messagepack, "write_invocation", msgpack_writes)
+    monkeypatch.setattr(serialized.messagepack, "invocation_from_json_record", conversions)
+
+    local = get_manager(HUB, create=True)
+    assert local is not None
+    remote = HubLifetimeManager(HUB, counting_layer)
+    members: list[FakeConnection] = []
+    for manager, prefix in ((local, "l"), (remote, "r")):
+        for i in range(500):
+            member = FakeConnection(f"{prefix}{i}", protocol="messagepack" if i % 2 else "json")
+            await manager.connect(member)
+            await manager.add_local(member.connection_id, "room")
+            members.append(member)
+    await asyncio.sleep(0)
+    counting_layer.counts.clear()
+
+    await send(HUB, Address("groups", ("room",)), "Message", ("hi", 1))
+    for _ in range(200):
+        if all(member.records for member in members):
+            break
+        await asyncio.sleep(0.01)
+    assert counting_layer.counts["group_send"] == 1
+    assert (json_writes.calls, msgpack_writes.calls, conversions.calls) == (1, 1, 0)
+    for protocol in ("json", "messagepack"):
+        for prefix in ("l", "r"):
+            got = [m.records for m in members if m.protocol == protocol and m.connection_id.startswith(prefix)]
+            assert all(len(records) == 1 for records in got)
+            assert len({records[0] for records in got}) == 1  # the same bytes for every member
+    msgpack_member = next(m for m in members if m.protocol == "messagepack")
+    frame = msgpack_member.records[0]
+    assert isinstance(frame, bytes)
+    body = frame[1:]  # one-byte length prefix
+    assert msgpack.unpackb(body) == [1, {}, None, "Message", ["hi", 1], []]
+    await _close(local, [m for m in members if m.connection_id.startswith("l")])
+    await _close(remote, [m for m in members if m.connection_id.startswith("r")])

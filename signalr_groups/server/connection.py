@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 
+HANDSHAKE_OK_BYTES = HANDSHAKE_OK.encode()
+
 _OPEN = ConnectionState.OPEN
 _HANDSHAKING = ConnectionState.HANDSHAKING
 _CLOSING = ConnectionState.CLOSING
@@ -286,7 +288,11 @@ class HubConnection:
             # account's groups, its stored groups): a send, a revocation or a "disconnect
             # everywhere" issued once the client's start() returned cannot miss it. Anything
             # already queued (a Close, say) follows the answer.
-            await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
+            if self.protocol.binary:
+                # As ASP.NET Core (the transfer format is set before the answer): a binary frame.
+                await self._send({"type": "websocket.send", "bytes": HANDSHAKE_OK_BYTES})
+            else:
+                await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
             if self.state is _HANDSHAKING:
                 self.state = _OPEN
             self.outbox.last_write = self.last_receive = time.monotonic()

@@ -123,7 +123,12 @@ class HubHttpEndpoint:
         if table is None:  # pragma: no cover - registered in AppConfig.ready()
             raise Refusal(500, "The HTTP transports are not installed.")
         local = table.get(connection_id)
+        fresh = resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age) is not None
         if method == "POST":
+            if local is None and fresh:
+                # Data before the first poll (signalrcore's long polling sends its handshake first):
+                # as ASP.NET Core, whose connection exists from negotiate on, it starts the connection.
+                local = await self._claim(scope, token, "LongPolling", connection_id, credentials, settings, table)
             await self._post(scope, receive, send, table, local, connection_id)
         elif method == "DELETE":
             if local is not None:
@@ -141,61 +146,97 @@ class HubHttpEndpoint:
                     return
                 await self._poll_local(receive, send, table, local)
                 return
-            if resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age) is not None:
-                # A fresh token: this request may start the connection, if nobody claimed the token yet.
-                if transport not in settings.transports_for(hub_key):
-                    raise Refusal(404, f"{transport} transport not supported by this end point type")
-                await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
-                user_identifier = await self._admission.user_identifier(scope, settings, credentials)
-                try:
-                    # The handshake may come through another process: listen on the layer from now on.
-                    await manager.hold()
-                except Exception as exc:
-                    logger.warning("signalr_groups: cannot start an HTTP connection: %r", exc)
-                    raise Refusal(503, "The server cannot reach its channel layer; retry.") from exc
-                try:
-                    claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
-                except ClaimUnavailableError as exc:
-                    await manager.release()
-                    raise Refusal(503, str(exc)) from exc
-                if claimed:
-                    entry = HttpConnection(connection_id, transport, Inbound())
-                    table.add(entry)  # (the table releases the hold when it forgets the connection)
-                    await self._start(scope, receive, send, entry, credentials, user_identifier, settings, table)
+            if fresh:
+                # This request may start the connection, if nobody claimed the token yet.
+                entry = await self._claim(scope, token, transport, connection_id, credentials, settings, table)
+                if entry is not None:
+                    if transport == "ServerSentEvents":
+                        await self._run_event_stream(scope, receive, send, entry, credentials, table)
+                    else:
+                        # The first poll returns at once (the client then sends its handshake).
+                        await respond(send, 200, content_type=b"application/octet-stream", headers=NO_CACHE_HEADERS)
                     return
-                await manager.release()
             await self._get_remote(receive, send, transport, connection_id)
 
     # ------------------------------------------------------------------ starting a connection
 
-    async def _start(
+    async def _claim(
+        self,
+        scope: dict[str, Any],
+        token: str,
+        transport: str,
+        connection_id: str,
+        credentials: Credentials,
+        settings: HubSettings,
+        table: HttpConnections,
+    ) -> HttpConnection | None:
+        """Claim a fresh token for a new connection owned here; None if another request claimed it first.
+
+        A long-polling connection starts running at once; an event stream runs in its GET.
+        """
+        hub_key = self.hub.hub_key()
+        if transport not in settings.transports_for(hub_key):
+            raise Refusal(404, f"{transport} transport not supported by this end point type")
+        await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
+        user_identifier = await self._admission.user_identifier(scope, settings, credentials)
+        manager = table.manager
+        try:
+            # The handshake may come through another process: listen on the layer from now on.
+            await manager.hold()
+        except Exception as exc:
+            logger.warning("signalr_groups: cannot start an HTTP connection: %r", exc)
+            raise Refusal(503, "The server cannot reach its channel layer; retry.") from exc
+        try:
+            claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
+        except ClaimUnavailableError as exc:
+            await manager.release()
+            raise Refusal(503, str(exc)) from exc
+        if not claimed:
+            await manager.release()
+            return None
+        entry = HttpConnection(connection_id, transport, Inbound())
+        entry.user_identifier = user_identifier
+        table.add(entry)  # (the table releases the hold when it forgets the connection)
+        if transport == "LongPolling":
+            self._start_polling(scope, entry, credentials, settings, table)
+        return entry
+
+    async def _run_event_stream(
         self,
         scope: dict[str, Any],
         receive: ASGIReceive,
         send: ASGISend,
         entry: HttpConnection,
         credentials: Credentials,
-        user_identifier: str | None,
+        table: HttpConnections,
+    ) -> None:
+        """Serve an event stream's connection for as long as its GET lasts."""
+        user_identifier, transport, connection_id = entry.user_identifier, entry.transport, entry.connection_id
+        stream = ServerSentEventsStream(send)
+        connection = self._connection(
+            scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
+        )
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
+        try:
+            await stream.start()
+            await connection.run(entry.inbound.receive)
+        finally:
+            watcher.cancel()
+            table.ended(entry)
+            with contextlib.suppress(Exception):
+                await stream.end()
+
+    def _start_polling(
+        self,
+        scope: dict[str, Any],
+        entry: HttpConnection,
+        credentials: Credentials,
         settings: HubSettings,
         table: HttpConnections,
     ) -> None:
-        transport, connection_id = entry.transport, entry.connection_id
-        if transport == "ServerSentEvents":
-            stream = ServerSentEventsStream(send)
-            connection = self._connection(
-                scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
-            )
-            watcher = asyncio.ensure_future(_until_disconnect(receive))
-            watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
-            try:
-                await stream.start()
-                await connection.run(entry.inbound.receive)
-            finally:
-                watcher.cancel()
-                table.ended(entry)
-                with contextlib.suppress(Exception):
-                    await stream.end()
-            return
+        """Run a long-polling connection in the background (polls and POSTs reach it through the table)."""
+        user_identifier, transport, connection_id = entry.user_identifier, entry.transport, entry.connection_id
         polling = entry.polling = LongPollingQueue(max(64 * 1024, settings.outbox_max_bytes // 2))
 
         async def run() -> None:
@@ -209,8 +250,6 @@ class HubHttpEndpoint:
                 table.ended(entry)
 
         table.manager.spawn(run())
-        # The first poll returns at once (the client then sends its handshake).
-        await respond(send, 200, content_type=b"application/octet-stream", headers=NO_CACHE_HEADERS)
 
     def _connection(
         self,

@@ -271,6 +271,8 @@ class HttpConnection:
     transport: str
     inbound: Inbound
     polling: LongPollingQueue | None = None
+    #: The user identifier resolved when the connection was claimed.
+    user_identifier: str | None = None
     #: Monotonic time the connection's run ended (None while it runs).
     ended_at: float | None = None
     relayed_polls: dict[str, asyncio.Task[Any]] = field(default_factory=dict)

@@ -333,6 +333,8 @@ def test_reconnecting_page_catches_up_on_messages_it_missed(
         network["sockets"].append((ws, ws.connect_to_server()))
 
     alice.route_web_socket(re.compile(r".*/chatHub.*"), route)
+    # The client falls back to SSE or long polling when its WebSocket fails: keep HTTP to the hub down too.
+    alice.route(re.compile(r".*/chatHub.*"), lambda r: r.abort() if network["down"] else r.continue_())
     for page in (alice, bob):
         open_room(page, site, "random")
     send(bob, "while alice is still here")

@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 from websockets.asyncio.client import connect
 
-from tests.interop.test_hostile_clients import HANDSHAKE, RSS_MARGIN_MB, RS, PeakRss, _invocation, _warm_up
+from tests.interop.test_hostile_clients import HANDSHAKE, RS, RSS_MARGIN_MB, PeakRss, _invocation, _warm_up
 from tests.live import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,6 +20,13 @@ TIMEOUT = 5.0
 # ---------------------------------------------------------------- the negotiate view (no server)
 
 
+ALL_TRANSPORTS = [
+    {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+    {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+    {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+]
+
+
 def negotiate(query: str = "") -> tuple[int, dict[str, Any]]:
     response = Client().post(NEGOTIATE + query)
     assert response["Content-Type"] == "application/json"
@@ -38,7 +45,7 @@ def test_without_version_answers_v0():
     assert body["negotiateVersion"] == 0
     assert isinstance(body["connectionId"], str) and body["connectionId"]
     assert "connectionToken" not in body
-    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    assert body["availableTransports"] == ALL_TRANSPORTS
     assert "ProtocolVersion" not in body
     assert negotiate()[1]["connectionId"] != body["connectionId"]
 
@@ -50,7 +57,7 @@ def test_version_1_has_a_separate_secret_token():
     connection_id, token = body["connectionId"], body["connectionToken"]
     assert len(connection_id) == 22
     assert token and token != connection_id
-    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    assert body["availableTransports"] == ALL_TRANSPORTS
     assert body.get("useStatefulReconnect", False) is False
     assert "ProtocolVersion" not in body
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from channels.routing import ProtocolTypeRouter
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from signalr_groups.auth.origin import origin_allowed

@@ -25,7 +25,10 @@ import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signalr_groups.protocol.serialized import SerializedInvocation
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = "bench-layers"
@@ -64,10 +67,10 @@ class _Member:
         self._sample = sample
         self._counter = counter
 
-    def deliver(self, record: str) -> None:
+    def deliver(self, message: SerializedInvocation) -> None:
         self._counter[0] += 1
         if self._sample is not None:
-            sent = json.loads(record.rstrip("\x1e"))["arguments"][0]
+            sent = json.loads(message.json.rstrip("\x1e"))["arguments"][0]
             self._sample.append(time.time() - sent)
 
     def tick(self, now: float) -> None:

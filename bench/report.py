@@ -85,6 +85,26 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
+    transports = scenarios.get("transports") or {}
+    if transports:
+        fig, axis = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / max(1, len(transports))
+        for offset, (impl, result) in enumerate(transports.items()):
+            steps = [s for s in result.get("steps", []) if s.get("server_cpu_us_per_delivery")]
+            if not steps:
+                continue
+            positions = [k + offset * width for k in range(len(steps))]
+            bars = axis.bar(positions, [s["server_cpu_us_per_delivery"] for s in steps], width, label=impl)
+            axis.bar_label(bars, [f"{s['server_cpu_us_per_delivery']:g}" for s in steps], fontsize=7)
+            axis.set_xticks(positions, [s["variant"] for s in steps], fontsize=7)
+        size = next((s["group_size"] for r in transports.values() for s in r.get("steps", [])), "?")
+        axis.set(ylabel="server CPU us per delivery", title=f"transports x protocols, one {size}-member group")
+        axis.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "transports.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
     targets = [t for t in report.get("targets", []) if t["value"] is not None]
     if targets:
         fig, axis = plt.subplots(figsize=(11, 0.35 * len(targets) + 1))
@@ -158,6 +178,10 @@ def _step_rows(runs: list[dict[str, Any]], name: str, key: str = "") -> list[str
     return rows
 
 
+#: The label column of the stepped tables, by step key.
+KEY_COLUMNS: dict[str, str] = {"variant": "transport/protocol"}
+
+
 def markdown(runs: list[dict[str, Any]]) -> str:
     """The measured tables of docs/performance.md, as ranges over ``runs``."""
     lines: list[str] = []
@@ -197,12 +221,18 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         ("users", "S4 send to a user with N devices (100 users)", "devices", "user-sends/s"),
         ("churn", "S5 join/leave churn (500 connections, 50 groups; one ack per op)", "", "ops/s"),
         ("scaleout", "S7 scale-out: 2 processes on one Redis, 1,000-member group split over both", "", "sends/s"),
+        (
+            "transports",
+            "S8 transports × hub protocols: one 1,000-member group, S3's step (4 sends/s from 4 WebSocket/JSON senders)",
+            "variant",
+            "sends/s",
+        ),
     ):
         rows = _step_rows(runs, name, key)
         if not rows:
             continue
         lines += ["", f"### {title}", ""]
-        lines.append(f"| impl | {'size/devices | ' if key else ''}{label} " + header)
+        lines.append(f"| impl | {KEY_COLUMNS.get(key, 'size/devices') + ' | ' if key else ''}{label} " + header)
         lines.append(sep + ("---|" if key else ""))
         lines += rows
         if name == "groups":
@@ -229,6 +259,27 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                     joins = [j[0] for j in found if j]
                     lines.append(
                         f"| {impl} | {join['size']} | {join['expected']} | {_range([j['delivered_per_s'] for j in joins], 0)} | {_range([j['lat_ms']['p99'] for j in joins])} |"
+                    )
+        if name == "transports":
+            lines += ["", "Server CPU per delivery against WebSockets/JSON measured in the same server process:", ""]
+            lines += [
+                "| impl | transport/protocol | server CPU µs/delivery | × WebSockets/JSON | deliveries per poll |",
+                "|---|---|---|---|---|",
+            ]
+            for impl, result in runs[0]["scenarios"].get("transports", {}).items():
+                for index, first_step in enumerate(result.get("steps", [])):
+                    found = [
+                        step
+                        for run in runs
+                        for step in run["scenarios"]
+                        .get("transports", {})
+                        .get(impl, {})
+                        .get("steps", [])[index : index + 1]
+                    ]
+                    per_poll = _range([s.get("deliveries_per_poll") for s in found], 2)
+                    lines.append(
+                        f"| {impl} | {first_step['variant']} | {_range([s['server_cpu_us_per_delivery'] for s in found])} | "
+                        f"{_range([s.get('cpu_vs_ws_json') for s in found], 2)} | {per_poll if per_poll != 'n/a' else '–'} |"
                     )
         if name == "churn":
             lines += ["", "Final membership (every group probed once; each member must get it exactly once):", ""]

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.client import Conn, Pool, open_loop, payload, percentile, self_cpu
 from bench.procs import IMPLS, Process, start_server
+from bench.transports import VARIANTS, Members
 
 CLIENT_BOUND = 0.85
 
@@ -47,6 +48,8 @@ class Sizes:
     scaleout_rates: tuple[int, ...] = (5, 10, 20)
     revocation_rounds: int = 50
     settle_sample_seconds: float = 0.3
+    transport_group_size: int = 1000
+    transport_join_rate: int = 1000
 
 
 def full_sizes() -> Sizes:
@@ -81,6 +84,8 @@ def quick_sizes() -> Sizes:
         scaleout_conns=20,
         scaleout_rates=(10,),
         revocation_rounds=3,
+        transport_group_size=20,
+        transport_join_rate=200,
     )
 
 
@@ -417,6 +422,77 @@ async def scaleout(bench: Bench) -> dict[str, Any]:
     return {"steps": steps, "joins": joins}
 
 
+async def transports(bench: Bench) -> dict[str, Any]:
+    """S8: server CPU per delivery on one 1,000-member group, per transport and hub protocol, in one server process.
+
+    Each variant (bench/transports.py: WebSockets with JSON, the baseline, and with MessagePack; Server-Sent
+    Events; long polling with JSON and with MessagePack) gets its own 1,000 members, which join a group of their
+    own; then the step of S3 at 1,000 members (``group_deliveries_per_s / size`` sends/s, from the same 4 WebSocket
+    JSON senders, for ``max(step_seconds, 3 / rate)``: 6 sends) measures it; then the members end and the server
+    settles before the next variant. A delivery is one record carrying the payload, whatever the framing.
+    """
+    sizes = bench.sizes
+    size = sizes.transport_group_size
+    await bench.connect(4)  # the senders (WebSocket, JSON), in no group
+    senders = bench.conns[:4]
+    out: dict[str, Any] = {"steps": [], "joins": [], "connects": []}
+    next_index = len(bench.conns)
+    for transport, protocol in VARIANTS:
+        variant = f"{transport}/{protocol}"
+        label = {"variant": variant, "transport": transport, "protocol": protocol, "group_size": size}
+        members = Members(transport, protocol, bench.bases[0], bench.path, bench.pool.sink)
+        try:
+            rate_open = await members.add(size, next_index)
+            next_index += size
+            await bench.settle(5.0)
+            out["connects"].append({**label, "connects_per_s": round(rate_open)})
+            conns = members.conns
+            group = f"t-{transport}-{protocol}"
+
+            async def join(seq: int, scheduled: int, i: int, conns: list[Any] = conns, group: str = group) -> None:
+                await conns[i].call("JoinGroup", group, payload(seq, scheduled), ack=True)
+
+            joins = await bench.step(
+                sizes.transport_join_rate,
+                join,
+                constant(1),
+                seconds=size / sizes.transport_join_rate,
+                drain=30.0,
+                label={**label, "size": size},
+            )
+            out["joins"].append(joins)
+            if joins["ratio"] < 1:
+                raise RuntimeError(f"{variant}: {joins['delivered']} of {size} joins completed: {members.errors()[:3]}")
+            await bench.settle()
+            rate = max(1.0, sizes.group_deliveries_per_s / size)
+
+            async def fire(seq: int, scheduled: int, i: int, group: str = group) -> None:
+                await senders[i % 4].call("SendToGroup", group, payload(seq, scheduled))
+
+            seconds = max(sizes.step_seconds, 3 / rate)  # as S3: at least 3 sends
+            polls = members.polls()
+            step = await bench.step(rate, fire, constant(size), seconds=seconds, track_pairs=True, label=label)
+            pairs = step.pop("_pairs", {})
+            step["duplicates"] = sum(1 for value in pairs.values() if value > 1)
+            if transport == "LongPolling":  # > 1: messages queued between two polls of a member
+                answered = members.polls() - polls
+                step["polls_answered"] = answered
+                step["deliveries_per_poll"] = round(step["delivered"] / answered, 2) if answered else None
+            step["client_errors"] = members.errors()[:5]
+            if saturated(step):
+                step["saturated"] = True
+            out["steps"].append(step)
+        finally:
+            await members.close()
+        await bench.settle()
+    base = next((s for s in out["steps"] if s["variant"] == "WebSockets/json"), None)
+    base_cpu = base["server_cpu_us_per_delivery"] if base else None
+    for step in out["steps"]:
+        cpu = step["server_cpu_us_per_delivery"]
+        step["cpu_vs_ws_json"] = round(cpu / base_cpu, 2) if cpu and base_cpu else None
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "echo": echo,
     "broadcast": broadcast,
@@ -425,4 +501,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "churn": churn,
     "idle": idle,
     "scaleout": scaleout,
+    "transports": transports,
 }

@@ -1,8 +1,10 @@
 """Run the benchmark suite: every scenario against our hub (uvicorn, daphne) and the baselines.
 
     bash bench/run.sh [--quick] [--only echo,groups] [--out PATH]
+    bash bench/run.sh --only transports   # S8 alone: WebSockets, SSE, long polling x JSON, MessagePack
 
-Writes bench/results/run-<time>.json (and latest.json) plus PNG plots in bench/results/plots/.
+Writes bench/results/run-<time>.json (and latest.json, unless --only or --impls picked a part) plus PNG plots in
+bench/results/plots/.
 ``--quick`` is the CI smoke run: tiny sizes, no timing assertions, but it fails (exit 1) when a
 scenario breaks: a delivery ratio below 1 at low load, a duplicate, or a wrong final group membership.
 """
@@ -37,6 +39,8 @@ SCENARIO_IMPLS: dict[str, tuple[str, ...]] = {
     "churn": ALL_IMPLS,
     "idle": ("hub-uvicorn", "hub-daphne", "raw_ws", "socketio"),
     "scaleout": ("hub-uvicorn", "channels-daphne"),
+    # Transports x hub protocols on one 1,000-member group, the WebSocket/JSON baseline in the same server process.
+    "transports": ("hub-uvicorn",),
 }
 
 
@@ -229,6 +233,8 @@ def main() -> None:
         **outcome,
     }
     report["targets"] = evaluate(report["scenarios"]) if not args.quick else []
+    if only is not None or impls is not None:  # a partial run: only the targets it measured
+        report["targets"] = [target for target in report["targets"] if target["value"] is not None]
     RESULTS.mkdir(exist_ok=True)
     out = (
         Path(args.out)
@@ -238,7 +244,8 @@ def main() -> None:
     )
     text = json.dumps(report, indent=1)
     out.write_text(text)
-    (RESULTS / ("latest-quick.json" if args.quick else "latest.json")).write_text(text)
+    if only is None and impls is None:  # latest*.json: the last complete run, never a partial one
+        (RESULTS / ("latest-quick.json" if args.quick else "latest.json")).write_text(text)
     print(f"wrote {out} ({report['seconds']} s)")
     if not args.no_plots and not args.quick:
         from bench.report import plot_run

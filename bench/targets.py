@@ -174,6 +174,8 @@ def smoke_failures(scenarios: dict[str, Any], strict: bool) -> list[str]:
                     problems.append(f"{name} {impl}: delivery ratio {step['ratio']} at {step['offered_per_s']}/s")
                 if step.get("duplicates"):
                     problems.append(f"{name} {impl}: {step['duplicates']} duplicate deliveries")
+                if strict and step.get("client_errors"):  # a failed POST or poll (HTTP transports)
+                    problems.append(f"{name} {impl} {step.get('variant', '')}: client errors {step['client_errors']}")
             membership = result.get("membership")
             if membership is not None and not membership["ok"]:
                 problems.append(f"{name} {impl}: final group membership wrong: {membership}")

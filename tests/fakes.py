@@ -26,7 +26,7 @@ class FakeConnection:
         self.user_identifier = user
         self.credentials = Credentials(account_id=account)
         self.client_address: str | None = "127.0.0.1"
-        self.records: list[str] = []
+        self.records: list[Any] = []  # JSON text, or MessagePack bytes
         self.aborted: list[tuple[str | None, bool | None]] = []
         self.ticks = 0
         self.hub_events: list[tuple[str, tuple[Any, ...]]] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Final
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 from django.core.serializers.json import DjangoJSONEncoder
 
 from signalr_groups.exceptions import MessageTooLargeError, PayloadError, ProtocolError

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import pytest
 from django.conf import settings
 from pysignalr.client import SignalRClient

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from channels.routing import ProtocolTypeRouter
 from django.core.exceptions import ImproperlyConfigured
@@ -172,6 +174,7 @@ def test_http_transports_without_a_hub_http_router_are_reported():
 
 
 def test_transport_and_protocol_settings_are_validated():
+    bad: dict[str, Any]
     for bad in (
         {"TRANSPORTS": ["Carrier pigeon"]},
         {"TRANSPORTS": "WebSockets"},

@@ -15,7 +15,7 @@ from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.lifetime.managers import _managers, get_manager
 from signalr_groups.lifetime.sending import send
 from signalr_groups.protocol import json as json_protocol
-from signalr_groups.protocol import messagepack, serialized
+from signalr_groups.protocol import messagepack
 from tests.fakes import FakeConnection
 
 HUB = "fanout-test"
@@ -195,9 +195,10 @@ async def test_a_send_to_json_and_messagepack_members_serializes_once_per_protoc
     json_writes = _Counting(json_protocol.write_invocation)
     msgpack_writes = _Counting(messagepack.write_invocation)
     conversions = _Counting(messagepack.invocation_from_json_record)
-    monkeypatch.setattr(serialized.json_protocol, "write_invocation", json_writes)
-    monkeypatch.setattr(serialized.messagepack, "write_invocation", msgpack_writes)
-    monkeypatch.setattr(serialized.messagepack, "invocation_from_json_record", conversions)
+    # (serialized.py calls them through its module references: patch those modules' attributes)
+    monkeypatch.setattr(json_protocol, "write_invocation", json_writes)
+    monkeypatch.setattr(messagepack, "write_invocation", msgpack_writes)
+    monkeypatch.setattr(messagepack, "invocation_from_json_record", conversions)
 
     local = get_manager(HUB, create=True)
     assert local is not None

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import pytest
 from django.utils.translation import gettext_lazy
 from hypothesis import HealthCheck, given, settings

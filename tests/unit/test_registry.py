@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from signalr_groups.addressing import Address
 from signalr_groups.lifetime.registry import ConnectionRegistry
+from signalr_groups.protocol.serialized import SerializedInvocation
 from tests.fakes import FakeConnection
+
+
+def _invocation(text: str) -> SerializedInvocation:
+    return SerializedInvocation.of("T", (text,))
 
 
 def _registry(*connections: FakeConnection) -> ConnectionRegistry:
@@ -50,11 +57,15 @@ def test_deliver_resolves_every_address_kind_once_per_connection():
     for connection_id in ("a", "b"):
         registry.join(connection_id, "g1")
         registry.join(connection_id, "g2")
-    assert registry.deliver(Address("all", exclude=frozenset({"c"})), "1") == 2
-    assert registry.deliver(Address("groups", ("g1", "g2")), "2") == 2  # each member once
-    assert registry.deliver(Address("users", ("alice", "nobody")), "3") == 1
-    assert registry.deliver(Address("connections", ("c", "ghost")), "4") == 1
-    assert a.records == ["1", "2", "3"] and b.records == ["1", "2"] and c.records == ["4"]
+    assert registry.deliver(Address("all", exclude=frozenset({"c"})), _invocation("1")) == 2
+    assert registry.deliver(Address("groups", ("g1", "g2")), _invocation("2")) == 2  # each member once
+    assert registry.deliver(Address("users", ("alice", "nobody")), _invocation("3")) == 1
+    assert registry.deliver(Address("connections", ("c", "ghost")), _invocation("4")) == 1
+    texts = {
+        name: [json.loads(r.rstrip("\x1e"))["arguments"][0] for r in conn.records]
+        for name, conn in zip("abc", (a, b, c), strict=True)
+    }
+    assert texts == {"a": ["1", "2", "3"], "b": ["1", "2"], "c": ["4"]}
 
 
 def test_account_connections_of_one_session_and_listings():

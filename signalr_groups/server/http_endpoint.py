@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 from typing import Any, Final
+
+from django.conf import settings as django_settings
+from django.http import parse_cookie
 
 from signalr_groups.addressing import Address
 from signalr_groups.auth.connection_tokens import resolve
 from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
+from signalr_groups.auth.identity import bearer_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_CANCEL, HTTP_PROBE, HTTP_SEND
@@ -68,6 +74,28 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def credential_fingerprint(scope: dict[str, Any]) -> str:
+    """A digest of the credentials a request presents: its bearer token, else its session cookie, else none."""
+    token = bearer_from_scope(scope)
+    if token is not None:
+        material = "bearer:" + token
+    else:
+        material = "session:" + (_cookie(scope, django_settings.SESSION_COOKIE_NAME) or "")
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _cookie(scope: dict[str, Any], name: str) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            try:
+                cookies = parse_cookie(bytes(value).decode("latin-1"))
+            except ValueError:
+                return None
+            if name in cookies:
+                return cookies[name]
+    return None
+
+
 def _wants_event_stream(scope: dict[str, Any]) -> bool:
     return any(key == b"accept" and b"text/event-stream" in bytes(value) for key, value in scope.get("headers", ()))
 
@@ -100,6 +128,36 @@ class HubHttpEndpoint:
                 "signalr_groups: refused %s %s: %s %s", method, scope.get("path"), refusal.status, refusal.reason
             )
             await respond(send, refusal.status, refusal.reason.encode())
+
+    async def serve_established(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> bool:
+        """Serve a request of a connection this process owns without the session and auth middleware.
+
+        A poll or POST of an established connection that presents the very credentials (bearer
+        token, or session cookie) its first request presented needs no database lookup: the user is
+        the one the connection already has, and a logout, a password change or an expiry closes the
+        connection itself. Returns False (serve it the full way) for anything else.
+        """
+        method = scope.get("method")
+        if scope["type"] != "http" or method not in ("GET", "POST", "DELETE"):
+            return False
+        token = query_param(scope, "id")
+        manager = get_manager(self.hub.hub_key()) if token else None
+        table = manager.extension(HttpConnections) if manager is not None else None
+        entry = table.by_token(token) if table is not None and token else None
+        if entry is None or table is None:
+            return False
+        if method == "GET" and (entry.transport != "LongPolling" or _wants_event_stream(scope)):
+            return False  # (a second event stream, or a change of transport: answered the full way)
+        if not hmac.compare_digest(entry.fingerprint, credential_fingerprint(scope)) or not origin_allowed(scope):
+            return False
+        if method == "POST":
+            await self._post(scope, receive, send, table, entry, entry.connection_id)
+        elif method == "DELETE":
+            status, body = table.delete(entry)
+            await respond(send, status, body)
+        else:
+            await self._poll_local(receive, send, table, entry)
+        return True
 
     async def _serve(self, method: str, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         if not origin_allowed(scope):
@@ -196,6 +254,8 @@ class HubHttpEndpoint:
             return None
         entry = HttpConnection(connection_id, transport, Inbound())
         entry.user_identifier = user_identifier
+        entry.token = token
+        entry.fingerprint = credential_fingerprint(scope)
         table.add(entry)  # (the table releases the hold when it forgets the connection)
         if transport == "LongPolling":
             self._start_polling(scope, entry, credentials, settings, table)

@@ -273,6 +273,9 @@ class HttpConnection:
     polling: LongPollingQueue | None = None
     #: The user identifier resolved when the connection was claimed.
     user_identifier: str | None = None
+    #: The connection token (its requests' ``id``), and a digest of the credentials its first request presented.
+    token: str = ""
+    fingerprint: str = ""
     #: Monotonic time the connection's run ended (None while it runs).
     ended_at: float | None = None
     relayed_polls: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
@@ -306,6 +309,11 @@ class HttpConnections(ManagerExtension):
     def __init__(self, manager: Any) -> None:
         super().__init__(manager)
         self._connections: dict[str, HttpConnection] = {}
+        self._tokens: dict[str, HttpConnection] = {}
+
+    def by_token(self, token: str) -> HttpConnection | None:
+        """The connection whose requests carry ``id=token``, if this process owns it."""
+        return self._tokens.get(token)
 
     def get(self, connection_id: str) -> HttpConnection | None:
         """The connection, if this process owns it."""
@@ -314,10 +322,14 @@ class HttpConnections(ManagerExtension):
     def add(self, connection: HttpConnection) -> None:
         """A new connection owned here."""
         self._connections[connection.connection_id] = connection
+        if connection.token:
+            self._tokens[connection.token] = connection
 
     def discard(self, connection_id: str) -> None:
         """Forget a connection."""
-        self._connections.pop(connection_id, None)
+        connection = self._connections.pop(connection_id, None)
+        if connection is not None:
+            self._tokens.pop(connection.token, None)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -351,6 +363,7 @@ class HttpConnections(ManagerExtension):
     def _forget(self, connection: HttpConnection) -> None:
         if self._connections.get(connection.connection_id) is connection:
             del self._connections[connection.connection_id]
+            self._tokens.pop(connection.token, None)
             self.manager.spawn(self.manager.release())
 
     def ended(self, connection: HttpConnection) -> None:

@@ -56,12 +56,13 @@ class HubHttpRouter:
 
     def __init__(self, patterns: Iterable[Any], fallback: ASGIApp) -> None:
         self.fallback = fallback
-        self._routes: list[tuple[Any, ASGIApp]] = []
+        self._routes: list[tuple[Any, HubHttpEndpoint, ASGIApp]] = []
         for pattern in patterns:
             hub = getattr(getattr(pattern, "callback", None), "hub", None)
             if not isinstance(pattern, URLPattern) or not (isinstance(hub, type) and issubclass(hub, Hub)):
                 raise TypeError(f"HubHttpRouter takes websocket_path() patterns, not {pattern!r}.")
-            self._routes.append((pattern.pattern, HubMiddlewareStack(HubHttpEndpoint(hub))))
+            endpoint = HubHttpEndpoint(hub)
+            self._routes.append((pattern.pattern, endpoint, HubMiddlewareStack(endpoint)))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Route one HTTP request."""
@@ -70,9 +71,11 @@ class HubHttpRouter:
         if root and path.startswith(root):
             path = path[len(root) :]
         path = path.lstrip("/")
-        for pattern, app in self._routes:
+        for pattern, endpoint, app in self._routes:
             if pattern.match(path) is not None:
-                await app(scope, receive, send)
+                # An established connection's poll or POST skips the session and auth middleware.
+                if not await endpoint.serve_established(scope, receive, send):
+                    await app(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
 

@@ -153,9 +153,7 @@ def test_revocation_and_disconnect_everywhere_on_http_transports(
     assert ["group", "after"] not in received(node.events["a"])
 
     started = time.monotonic()
-    assert live_server_process.post_json("/test/account", {"username": "alice", "action": "disconnect"}) == {
-        "ok": True
-    }
+    assert live_server_process.post_json("/test/account", {"username": "alice", "action": "disconnect"}) == {"ok": True}
     events = node.wait_for("a", lambda ev: any(e["target"] == "__closed__" for e in ev), 3.0)
     closed = [e["args"][0] for e in events if e["target"] == "__closed__"]
     assert closed == ["Server returned an error on close: Disconnected by an administrator."]

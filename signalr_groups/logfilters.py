@@ -9,10 +9,14 @@ you can add it to any other logger or handler in ``LOGGING``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import re
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote_plus
+
+from daphne.access import AccessLogGenerator
 
 #: A query parameter (name=value) in a URL or a log line; names may be percent-encoded (``%69d``).
 _QUERY = re.compile(r"((?:^|[?&\s])([A-Za-z0-9_.~+%-]+)=)([^&\s\"']+)")
@@ -63,11 +67,37 @@ class RedactTokensFilter(logging.Filter):
 
 
 def install() -> None:
-    """Add the filter to :data:`SERVER_LOGGERS` (idempotent)."""
+    """Add the filter to :data:`SERVER_LOGGERS`, and redact daphne's access log (idempotent)."""
     for name in SERVER_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, RedactTokensFilter) for existing in logger.filters):
             logger.addFilter(RedactTokensFilter())
+    _redact_daphne_access_log()
+
+
+def _redact_daphne_access_log() -> None:
+    """daphne writes its access log straight to a stream, past every logging filter: redact its request line.
+
+    (An HTTP request's line carries its query string: the long-polling and Server-Sent Events
+    requests' ``id=`` and ``access_token=``.) Wraps ``daphne.access.AccessLogGenerator.write_entry``,
+    whose ``request`` argument is the logged request line; left alone if daphne changes it.
+    """
+    original = getattr(AccessLogGenerator, "write_entry", None)
+    if original is None or getattr(original, "_signalr_redacts", False):
+        return
+    if "request" not in inspect.signature(original).parameters:
+        return
+
+    @functools.wraps(original)
+    def write_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(original).bind(self, *args, **kwargs)
+        request = bound.arguments.get("request")
+        if isinstance(request, str):
+            bound.arguments["request"] = redact(request)
+        return original(*bound.args, **bound.kwargs)
+
+    write_entry._signalr_redacts = True  # type: ignore[attr-defined]
+    AccessLogGenerator.write_entry = write_entry
 
 
 #: channels-redis' message when a group send skips channels that are full (it logs it at INFO).

@@ -19,6 +19,7 @@ from typing import Any
 
 from signalr_groups.backplane.layer import release_channel
 from signalr_groups.backplane.liveness import ALIVE_INTERVAL, Heartbeat, mark_alive, mark_gone
+from signalr_groups.backplane.redis_internals import pubsub_still_subscribed
 from signalr_groups.naming import layer_group_name
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ class LayerMembership:
                     await self.layer.group_discard(group, channel)
             with contextlib.suppress(Exception):
                 await mark_gone(channel)
+            # The receive loop unsubscribes its channel when it is cancelled inside layer.receive();
+            # cancelled before it ever ran or while handling a message, it did not, and a pub/sub
+            # layer would stay subscribed to the channel for good.
+            if pubsub_still_subscribed(self.layer, channel):
+                with contextlib.suppress(Exception):
+                    await release_channel(self.layer, channel)
         self._joined.clear()
         self._failed_leaves.clear()
         self.channel = None

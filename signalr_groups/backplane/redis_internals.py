@@ -94,3 +94,17 @@ def core_first_connection(layer: Any) -> Any:
         return layer.connection(0)
     except (AttributeError, TypeError) as exc:
         raise _incompatible(exc) from exc
+
+
+def pubsub_still_subscribed(layer: Any, channel: str) -> bool:
+    """Whether ``layer`` is a ``RedisPubSubChannelLayer`` still subscribed to ``channel`` in this event loop.
+
+    (Its per-loop layer keeps subscribed channels in ``channels``; False for any other layer.)
+    """
+    if getattr(type(layer), "__module__", "") != "channels_redis.pubsub":
+        return False
+    try:
+        channels = layer._get_layer().channels
+    except Exception:
+        return False
+    return isinstance(channels, dict) and channel in channels

@@ -178,6 +178,72 @@ async def ask_owner(
             return None
 
 
+async def ask_owner_with_ack(
+    layer: Any,
+    group: str,
+    message: dict[str, Any],
+    ack_timeout: float,
+    timeout: float,
+    inbox: ReplyInbox | None = None,
+    *,
+    request_id_out: dict[str, str] | None = None,
+) -> Reply | None:
+    """Like :func:`ask_owner`, for a command the owner may take long to complete (a long poll).
+
+    The owner acknowledges at once (an answer whose body has ``"accepted": True``) and answers
+    again when done: nobody acknowledging within ``ack_timeout`` means nobody owns it (None at
+    once, not after ``timeout``); the final answer is awaited up to ``timeout``.
+    """
+    async with _exchange(layer, inbox) as (fields, next_reply):
+        if request_id_out is not None:
+            request_id_out["request_id"] = fields["request_id"]
+        await layer.group_send(group, {**message, **fields})
+        try:
+            reply = await asyncio.wait_for(next_reply(), ack_timeout)
+            if reply.body.get("accepted") is True:
+                reply = await asyncio.wait_for(next_reply(), timeout)
+        except TimeoutError:
+            return None
+        return reply
+
+
+class SharedInboxes:
+    """One long-lived reply channel per layer and event loop, for a process whose manager is not running.
+
+    A fresh reply channel per request costs a subscription round trip, and channels-redis' pub/sub
+    reader polls every 0.1 s while it has no subscription: a relayed request from a process with
+    no connection of the hub would wait ~100 ms for its answer. Use it only in a long-lived event
+    loop (a server's): its reader task lives as long as the loop.
+    """
+
+    def __init__(self) -> None:
+        self._inboxes: dict[tuple[int, int], tuple[ReplyInbox, asyncio.Task[None]]] = {}
+
+    async def get(self, layer: Any) -> ReplyInbox:
+        """The inbox for ``layer`` in the running loop (made on first use)."""
+        key = (id(asyncio.get_running_loop()), id(layer))
+        entry = self._inboxes.get(key)
+        if entry is not None and not entry[1].done():
+            return entry[0]
+        channel = await layer.new_channel()
+        entry = self._inboxes.get(key)
+        if entry is not None and not entry[1].done():  # another request made one meanwhile
+            await release_channel(layer, channel)
+            return entry[0]
+        inbox = ReplyInbox()
+        inbox.channel = channel
+
+        async def read() -> None:
+            try:
+                while True:
+                    inbox.deliver(await layer.receive(channel))
+            finally:
+                inbox.channel = None  # the layer failed (or the loop ends): the next request makes a new one
+
+        self._inboxes[key] = (inbox, asyncio.ensure_future(read()))
+        return inbox
+
+
 @dataclass(frozen=True)
 class Quorum:
     """Who must answer a message to a layer group: these channels, or this many processes."""

@@ -30,7 +30,7 @@ from signalr_groups.auth.identity import bearer_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_CANCEL, HTTP_PROBE, HTTP_SEND
-from signalr_groups.backplane.rpc import Reply, ask_owner
+from signalr_groups.backplane.rpc import Reply, SharedInboxes, ask_owner, ask_owner_with_ack
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager, layer_to_ask
@@ -58,6 +58,8 @@ RELAYED_SEND_TIMEOUT: Final = 15.0
 RELAYED_POLL_MARGIN: Final = 5.0
 
 NOT_FOUND: Final = b"No Connection with that ID"
+#: Reply channels for relays from a process whose manager is not running.
+_INBOXES: Final = SharedInboxes()
 
 
 async def respond(
@@ -237,21 +239,19 @@ class HubHttpEndpoint:
             raise Refusal(404, f"{transport} transport not supported by this end point type")
         await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
         user_identifier = await self._admission.user_identifier(scope, settings, credentials)
-        manager = table.manager
-        try:
-            # The handshake may come through another process: listen on the layer from now on.
-            await manager.hold()
-        except Exception as exc:
-            logger.warning("signalr_groups: cannot start an HTTP connection: %r", exc)
-            raise Refusal(503, "The server cannot reach its channel layer; retry.") from exc
         try:
             claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
         except ClaimUnavailableError as exc:
-            await manager.release()
             raise Refusal(503, str(exc)) from exc
         if not claimed:
-            await manager.release()
-            return None
+            return None  # another process owns it (the request is relayed there)
+        try:
+            # The handshake may come through another process: listen on the layer from now on.
+            # (Only now: a process that loses the claim does not start and stop its manager.)
+            await table.manager.hold()
+        except Exception as exc:
+            logger.warning("signalr_groups: cannot start an HTTP connection: %r", exc)
+            raise Refusal(503, "The server cannot reach its channel layer; retry.") from exc
         entry = HttpConnection(connection_id, transport, Inbound())
         entry.user_identifier = user_identifier
         entry.token = token
@@ -432,8 +432,13 @@ class HubHttpEndpoint:
         manager, layer = layer_to_ask(hub_key, group)
         if layer is None:
             return None
-        inbox = manager.replies if manager is not None and manager.running else None
+        inbox = manager.replies if manager is not None and manager.running else await _INBOXES.get(layer)
         message = {"type": kind, "connection_id": connection_id, **fields}
+        if kind in (HTTP_SEND, HTTP_POLL):  # the owner acknowledges at once, and answers when done
+            ack_timeout = get_hub_settings().group_action_timeout
+            return await ask_owner_with_ack(
+                layer, group, message, ack_timeout, timeout, inbox, request_id_out=request_id_out
+            )
         return await ask_owner(layer, group, message, timeout, inbox, request_id_out=request_id_out)
 
     async def _tell(self, kind: str, connection_id: str, fields: dict[str, Any]) -> None:

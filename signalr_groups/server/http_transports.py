@@ -146,8 +146,9 @@ class ServerSentEventsStream:
             if text is None:  # SSE carries text only; a binary protocol is refused at the handshake
                 text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
             await self._send({"type": "http.response.body", "body": format_event(text), "more_body": True})
-        elif kind == "websocket.close":
-            await self.end()
+        # A close is not written here: the endpoint ends the response once the connection's run is
+        # over and it is marked ended, so a POST that follows gets 404 (as ASP.NET Core ends it after
+        # disposing the connection).
 
     async def end(self) -> None:
         """End the response (once)."""
@@ -405,9 +406,11 @@ class HttpConnections(ManagerExtension):
         }
 
     def _answer_later(self, request: dict[str, Any], work: Awaitable[dict[str, Any]]) -> asyncio.Task[Any]:
-        """Run ``work`` in the background (the layer's receive loop must not wait) and answer with its result."""
+        """Acknowledge at once, run ``work`` in the background (the layer's receive loop must not wait),
+        and answer with its result (see :func:`~signalr_groups.backplane.rpc.ask_owner_with_ack`)."""
 
         async def run() -> None:
+            await answer(self.manager.layer, request, self.manager.channel_name, body={"accepted": True})
             body = await work
             await answer(self.manager.layer, request, self.manager.channel_name, body=body)
 

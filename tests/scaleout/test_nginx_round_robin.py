@@ -71,7 +71,9 @@ def servers(django_db_setup, redis_url, tmp_path_factory) -> Iterator[tuple[Serv
     started: list[ServerProcess] = []
     try:
         for name in ("a", "b"):
-            started.append(ServerProcess(logdir / f"{name}.log", db, extra_env={"SIGNALR_TEST_REDIS_URL": redis_url}))
+            # A short DISCONNECT_TIMEOUT: ended long-polling connections are forgotten soon after the tests.
+            env = {"SIGNALR_TEST_REDIS_URL": redis_url, "SIGNALR_TEST_SETTINGS": json.dumps({"DISCONNECT_TIMEOUT": 2})}
+            started.append(ServerProcess(logdir / f"{name}.log", db, extra_env=env))
         yield started[0], started[1]
     finally:
         for server in started:
@@ -418,6 +420,17 @@ class LongPollingClient:
 
 def _medians(timings: dict[str, list[float]]) -> dict[str, float]:
     return {kind: statistics.median(values) * 1000 for kind, values in timings.items()}
+
+
+def test_no_pubsub_subscription_outlives_the_connections(nginx: Nginx, redis_url: str):
+    """Once every connection of the tests above has ended (and been forgotten after DISCONNECT_TIMEOUT),
+    each process keeps at most its one shared reply channel subscribed: nothing leaks per request."""
+    deadline = time.monotonic() + 15
+    count = _pubsub_channels(redis_url)
+    while count > 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        count = _pubsub_channels(redis_url)
+    assert count <= 2, f"{count} pub/sub channels still subscribed"
 
 
 async def test_relayed_post_and_poll_latency(fresh_pair, record_property):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import threading
 from typing import Any
 
@@ -150,6 +152,19 @@ class InteropHub(Hub):
     @hub_method
     async def send_to_users(self, user_ids: list[str], message: str) -> None:
         await self.clients.users(user_ids).send("Receive", "users", message)
+
+    @hub_method
+    async def server_times(self) -> dict[str, Any]:
+        """Datetimes made on the server: aware (in UTC+2) and naive (read as UTC), plus a date and a decimal."""
+        aware = datetime.datetime(
+            2026, 12, 1, 10, 30, 15, 250_000, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+        )
+        return {
+            "aware": aware,
+            "naive": datetime.datetime(2026, 12, 1, 8, 30, 15, 250_000),
+            "date": datetime.date(2026, 12, 1),
+            "decimal": decimal.Decimal("1.10"),
+        }
 
 
 class OtherHub(Hub):

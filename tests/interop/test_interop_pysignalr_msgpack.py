@@ -298,6 +298,17 @@ async def test_timestamps_come_back_as_timestamp_extensions(live_server_process,
     assert await client.call("Echo", msgpack.Timestamp(1, 123_456_789)) == msgpack.Timestamp(1, 123_456_000)
 
 
+async def test_datetimes_made_on_the_server_are_timestamp_extensions(live_server_process, live_users, msgpack_clients):
+    """A hub's aware datetime goes out as the timestamp extension (the same instant, in UTC), a naive one is
+    read as UTC; dates and decimals are strings, as in JSON (Django's encoder)."""
+    client = await msgpack_clients()
+    times = await client.call("ServerTimes")
+    assert isinstance(times["aware"], msgpack.Timestamp) and isinstance(times["naive"], msgpack.Timestamp)
+    assert times["aware"].to_datetime().isoformat() == "2026-12-01T08:30:15.250000+00:00"
+    assert times["naive"] == times["aware"]
+    assert times["date"] == "2026-12-01" and times["decimal"] == "1.10"
+
+
 async def test_group_and_user_messages_between_connections(live_server_process, live_users, msgpack_clients):
     group = unique("mp-room")
     sender = await msgpack_clients(cookie=live_users["alice"])

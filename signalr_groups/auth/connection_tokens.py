@@ -19,6 +19,9 @@ from typing import Any, Final
 from django.core import signing
 
 _SALT: Final = "signalr_groups.connection-token"
+#: Seconds a claim outlives the token's age limit: a request that found the token fresh just before
+#: it expired, and claims it a little later, must still find the first claim.
+CLAIM_MARGIN: Final = 60
 _used: dict[str, float] = {}
 _used_lock = threading.Lock()
 
@@ -69,7 +72,7 @@ def claim(token: str, max_age: float) -> bool:
                 del _used[key]
         if token in _used and _used[token] >= now:
             return False
-        _used[token] = now + max_age + 1.0
+        _used[token] = now + max_age + CLAIM_MARGIN
         return True
 
 

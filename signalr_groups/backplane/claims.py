@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from signalr_groups.auth.connection_tokens import claim, unclaim
+from signalr_groups.auth.connection_tokens import CLAIM_MARGIN, claim, unclaim
 from signalr_groups.backplane.layer import redis_client, shared_redis_url
 from signalr_groups.exceptions import SignalRGroupsError
 
@@ -36,11 +36,11 @@ async def claim_everywhere(token: str, max_age: float) -> bool:
     client = redis_client(url)
     try:
         try:
-            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
+            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + CLAIM_MARGIN))
         except RedisConnectionError:
             # A connection the pool kept from before a Redis restart fails once: try a fresh one.
             # (Not after a timeout: the first SET may have been applied, and a retry would refuse.)
-            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + 2))
+            return bool(await client.set(key, b"1", nx=True, ex=int(max_age) + CLAIM_MARGIN))
     except Exception as exc:
         unclaim(token)
         logger.warning("signalr_groups: could not record the connection token's use in Redis: %r", exc)

@@ -161,21 +161,30 @@ async def ask_owner(
     timeout: float,
     inbox: ReplyInbox | None = None,
     *,
+    channel: str | None = None,
     request_id_out: dict[str, str] | None = None,
 ) -> Reply | None:
     """Send a command to a layer group; the first answer (the owner's), or None if none came within ``timeout``.
 
+    With ``channel`` the command goes to that one channel (the owner's, when known) instead.
     ``request_id_out``, if given, receives the request's id (under ``"request_id"``) before it is
     sent, for a later message that refers to this request.
     """
     async with _exchange(layer, inbox) as (fields, next_reply):
         if request_id_out is not None:
             request_id_out["request_id"] = fields["request_id"]
-        await layer.group_send(group, {**message, **fields})
+        if channel is not None:
+            await layer.send(channel, {**message, **fields})
+        else:
+            await layer.group_send(group, {**message, **fields})
         try:
             return await asyncio.wait_for(next_reply(), timeout)
         except TimeoutError:
             return None
+
+
+class AcknowledgedButUnansweredError(Exception):
+    """The owner acknowledged a command (:func:`ask_owner_with_ack`) but sent no final answer in time."""
 
 
 async def ask_owner_with_ack(
@@ -186,25 +195,34 @@ async def ask_owner_with_ack(
     timeout: float,
     inbox: ReplyInbox | None = None,
     *,
+    channel: str | None = None,
     request_id_out: dict[str, str] | None = None,
 ) -> Reply | None:
     """Like :func:`ask_owner`, for a command the owner may take long to complete (a long poll).
 
     The owner acknowledges at once (an answer whose body has ``"accepted": True``) and answers
     again when done: nobody acknowledging within ``ack_timeout`` means nobody owns it (None at
-    once, not after ``timeout``); the final answer is awaited up to ``timeout``.
+    once, not after ``timeout``); an acknowledged command whose final answer does not come within
+    ``timeout`` raises :class:`AcknowledgedButUnansweredError`. With ``channel`` the request goes
+    to that one channel (the owner's, when known) instead of the whole group.
     """
     async with _exchange(layer, inbox) as (fields, next_reply):
         if request_id_out is not None:
             request_id_out["request_id"] = fields["request_id"]
-        await layer.group_send(group, {**message, **fields})
+        if channel is not None:
+            await layer.send(channel, {**message, **fields})
+        else:
+            await layer.group_send(group, {**message, **fields})
         try:
             reply = await asyncio.wait_for(next_reply(), ack_timeout)
-            if reply.body.get("accepted") is True:
-                reply = await asyncio.wait_for(next_reply(), timeout)
         except TimeoutError:
             return None
-        return reply
+        if reply.body.get("accepted") is not True:
+            return reply
+        try:
+            return await asyncio.wait_for(next_reply(), timeout)
+        except TimeoutError as exc:
+            raise AcknowledgedButUnansweredError(f"no answer within {timeout:g} s after the acknowledgement") from exc
 
 
 class SharedInboxes:

@@ -23,20 +23,20 @@ from typing import Any, Final
 from django.conf import settings as django_settings
 from django.http import parse_cookie
 
-from signalr_groups.addressing import Address
 from signalr_groups.auth.connection_tokens import resolve
 from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
 from signalr_groups.auth.identity import bearer_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_CANCEL, HTTP_PROBE, HTTP_SEND
-from signalr_groups.backplane.rpc import Reply, SharedInboxes, ask_owner, ask_owner_with_ack
+from signalr_groups.backplane.rpc import Reply
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.lifetime.managers import get_manager, layer_to_ask
+from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
 from signalr_groups.server.flow import FlowControl, http_flow_control_for
+from signalr_groups.server.http_relay import Relay, RelayUnavailableError
 from signalr_groups.server.http_transports import (
     NO_CACHE_HEADERS,
     HttpConnection,
@@ -52,14 +52,14 @@ logger = logging.getLogger(__name__)
 
 #: A connection's token is good for its whole life once claimed (the negotiate age limit applies to the claim).
 TOKEN_LIFETIME: Final = 10 * 365 * 24 * 3600.0
-#: Seconds a relaying process waits for the owner to take a POST (it may wait for room).
-RELAYED_SEND_TIMEOUT: Final = 15.0
+#: Seconds a relaying process waits for the owner to take an acknowledged POST (it may wait for room).
+RELAYED_SEND_TIMEOUT: Final = 60.0
+#: POSTs of one connection that may wait while one is read (more get 409).
+MAX_WAITING_POSTS: Final = 4
 #: Seconds beyond the poll timeout a relaying process waits for the owner's answer to a poll.
 RELAYED_POLL_MARGIN: Final = 5.0
 
 NOT_FOUND: Final = b"No Connection with that ID"
-#: Reply channels for relays from a process whose manager is not running.
-_INBOXES: Final = SharedInboxes()
 
 
 async def respond(
@@ -114,6 +114,9 @@ class HubHttpEndpoint:
     def __init__(self, hub: type[Hub]) -> None:
         self.hub = hub
         self._admission = HubConsumer(hub)
+        self._relay = Relay(hub.hub_key())
+        #: Relayed POSTs in flight from this process, by connection (bounded: see _post).
+        self._relaying: dict[str, int] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         """Serve one request of an SSE or long-polling connection."""
@@ -185,9 +188,10 @@ class HubHttpEndpoint:
         local = table.get(connection_id)
         fresh = resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age) is not None
         if method == "POST":
-            if local is None and fresh:
+            if local is None and fresh and "LongPolling" in settings.transports_for(hub_key):
                 # Data before the first poll (signalrcore's long polling sends its handshake first):
-                # as ASP.NET Core, whose connection exists from negotiate on, it starts the connection.
+                # as ASP.NET Core, whose connection exists from negotiate on, it starts the connection
+                # (if no other request claimed the token: then it is relayed to that one's process).
                 local = await self._claim(scope, token, "LongPolling", connection_id, credentials, settings, table)
             await self._post(scope, receive, send, table, local, connection_id)
         elif method == "DELETE":
@@ -237,14 +241,16 @@ class HubHttpEndpoint:
         hub_key = self.hub.hub_key()
         if transport not in settings.transports_for(hub_key):
             raise Refusal(404, f"{transport} transport not supported by this end point type")
-        await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
-        user_identifier = await self._admission.user_identifier(scope, settings, credentials)
         try:
             claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
         except ClaimUnavailableError as exc:
             raise Refusal(503, str(exc)) from exc
         if not claimed:
-            return None  # another process owns it (the request is relayed there)
+            return None  # another request claimed it (this one is relayed to its process)
+        # (Checked once claimed: a request that loses the claim costs no database lookup. The token
+        # is bound to this user, so a refusal here only spends a token nobody else could use.)
+        await self._admission.authenticate(scope)  # the Origin, the token and the hub's permissions
+        user_identifier = await self._admission.user_identifier(scope, settings, credentials)
         try:
             # The handshake may come through another process: listen on the layer from now on.
             # (Only now: a process that loses the claim does not start and stop its manager.)
@@ -273,16 +279,18 @@ class HubHttpEndpoint:
         """Serve an event stream's connection for as long as its GET lasts."""
         user_identifier, transport, connection_id = entry.user_identifier, entry.transport, entry.connection_id
         stream = ServerSentEventsStream(send)
-        connection = self._connection(
-            scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
-        )
-        watcher = asyncio.ensure_future(_until_disconnect(receive))
-        watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
+        watcher: asyncio.Task[None] | None = None
         try:
+            connection = self._connection(
+                scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
+            )
+            watcher = asyncio.ensure_future(_until_disconnect(receive))
+            watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
             await stream.start()
             await connection.run(entry.inbound.receive)
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             table.ended(entry)
             with contextlib.suppress(Exception):
                 await stream.end()
@@ -347,14 +355,43 @@ class HubHttpEndpoint:
         local: HttpConnection | None,
         connection_id: str,
     ) -> None:
-        body = await read_body(receive, post_body_limit())
-        if body is None:
-            await respond(send, 413, b"The request body is too large.")
-            return
+        """Queue a POST's data for the connection, here or (relayed) on its owner.
+
+        One POST per connection is read at a time (ASP.NET Core queues them behind a lock, as the
+        official clients send one at a time); a few more may wait for it, unread, and more get 409.
+        So a connection holds at most its inbound queue plus one body, however many POSTs it sends.
+        """
         if local is not None:
-            status = await table.send(local, body)
-        else:
-            status, _ = await self._relay_simple(HTTP_SEND, connection_id, {"data": body}, RELAYED_SEND_TIMEOUT)
+            if local.posts_waiting >= MAX_WAITING_POSTS:
+                await respond(send, 409, b"Too many concurrent POSTs on this connection.")
+                return
+            local.posts_waiting += 1
+            try:
+                async with local.post_lock:
+                    body = await read_body(receive, post_body_limit())
+                    if body is None:
+                        await respond(send, 413, b"The request body is too large.")
+                        return
+                    status = await table.send(local, body)
+            finally:
+                local.posts_waiting -= 1
+            await respond(send, status, NOT_FOUND if status == 404 else b"")
+            return
+        if self._relaying.get(connection_id, 0) >= MAX_WAITING_POSTS:
+            await respond(send, 409, b"Too many concurrent POSTs on this connection.")
+            return
+        self._relaying[connection_id] = self._relaying.get(connection_id, 0) + 1
+        try:
+            body = await read_body(receive, post_body_limit())
+            if body is None:
+                await respond(send, 413, b"The request body is too large.")
+                return
+            reply = await self._relayed(HTTP_SEND, connection_id, {"data": body}, RELAYED_SEND_TIMEOUT)
+        finally:
+            count = self._relaying.pop(connection_id) - 1
+            if count:
+                self._relaying[connection_id] = count
+        status = 404 if reply is None else int(reply.body.get("status", 500))
         await respond(send, status, NOT_FOUND if status == 404 else b"")
 
     async def _poll_local(
@@ -386,7 +423,7 @@ class HubHttpEndpoint:
     async def _get_remote(self, receive: ASGIReceive, send: ASGISend, transport: str, connection_id: str) -> None:
         """A GET for a connection this process does not own: relay the poll, or refuse a second stream."""
         if transport == "ServerSentEvents":
-            reply = await self._ask(HTTP_PROBE, connection_id, {}, get_hub_settings().group_action_timeout)
+            reply = await self._relayed(HTTP_PROBE, connection_id, {}, get_hub_settings().group_action_timeout)
             if reply is None:
                 raise Refusal(404, NOT_FOUND.decode())
             if reply.body.get("transport") != transport:
@@ -395,7 +432,7 @@ class HubHttpEndpoint:
             return
         poll_id_holder: dict[str, str] = {}
         timeout = get_hub_settings().long_polling_poll_timeout + RELAYED_POLL_MARGIN
-        poll = asyncio.ensure_future(self._ask(HTTP_POLL, connection_id, {}, timeout, poll_id_holder))
+        poll = asyncio.ensure_future(self._relayed(HTTP_POLL, connection_id, {}, timeout, poll_id_holder))
         gone = asyncio.ensure_future(_until_disconnect(receive))
         try:
             await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -407,10 +444,9 @@ class HubHttpEndpoint:
                 await poll
             poll_id = poll_id_holder.get("request_id")
             if poll_id is not None:  # tell the owner: the poll's data stays queued for the next one
-                with contextlib.suppress(Exception):
-                    await self._tell(HTTP_POLL_CANCEL, connection_id, {"poll_id": poll_id})
+                await self._relay.tell(HTTP_POLL_CANCEL, connection_id, {"poll_id": poll_id})
             return
-        reply = poll.result()
+        reply = poll.result()  # (a Refusal, a 503, propagates)
         if reply is None:
             await respond(send, 404, NOT_FOUND)
             return
@@ -418,7 +454,13 @@ class HubHttpEndpoint:
 
     # ------------------------------------------------------------------ relaying
 
-    async def _ask(
+    async def _relay_simple(self, kind: str, connection_id: str, fields: dict[str, Any]) -> tuple[int, bytes]:
+        reply = await self._relayed(kind, connection_id, fields, get_hub_settings().group_action_timeout)
+        if reply is None:
+            return 404, NOT_FOUND
+        return int(reply.body.get("status", 500)), bytes(reply.body.get("data") or b"")
+
+    async def _relayed(
         self,
         kind: str,
         connection_id: str,
@@ -426,34 +468,15 @@ class HubHttpEndpoint:
         timeout: float,
         request_id_out: dict[str, str] | None = None,
     ) -> Reply | None:
-        """Relay a request to the process that owns ``connection_id``; its answer, or None if nobody owns it."""
-        hub_key = self.hub.hub_key()
-        group = Address("all").layer_group(hub_key)
-        manager, layer = layer_to_ask(hub_key, group)
-        if layer is None:
-            return None
-        inbox = manager.replies if manager is not None and manager.running else await _INBOXES.get(layer)
-        message = {"type": kind, "connection_id": connection_id, **fields}
-        if kind in (HTTP_SEND, HTTP_POLL):  # the owner acknowledges at once, and answers when done
-            ack_timeout = get_hub_settings().group_action_timeout
-            return await ask_owner_with_ack(
-                layer, group, message, ack_timeout, timeout, inbox, request_id_out=request_id_out
+        """Relay a request to the connection's owner (see :mod:`.http_relay`); a failing layer is a 503."""
+        try:
+            return await self._relay.ask(
+                kind,
+                connection_id,
+                fields,
+                timeout,
+                acknowledged=kind in (HTTP_SEND, HTTP_POLL),
+                request_id_out=request_id_out,
             )
-        return await ask_owner(layer, group, message, timeout, inbox, request_id_out=request_id_out)
-
-    async def _tell(self, kind: str, connection_id: str, fields: dict[str, Any]) -> None:
-        hub_key = self.hub.hub_key()
-        group = Address("all").layer_group(hub_key)
-        _manager, layer = layer_to_ask(hub_key, group)
-        if layer is not None:
-            await layer.group_send(group, {"type": kind, "connection_id": connection_id, **fields})
-
-    async def _relay_simple(
-        self, kind: str, connection_id: str, fields: dict[str, Any], timeout: float | None = None
-    ) -> tuple[int, bytes]:
-        reply = await self._ask(
-            kind, connection_id, fields, timeout if timeout is not None else get_hub_settings().group_action_timeout
-        )
-        if reply is None:
-            return 404, NOT_FOUND
-        return int(reply.body.get("status", 500)), bytes(reply.body.get("data") or b"")
+        except RelayUnavailableError as exc:
+            raise Refusal(503, "The server cannot reach the process that holds the connection; retry.") from exc

@@ -277,6 +277,9 @@ class HttpConnection:
     #: The connection token (its requests' ``id``), and a digest of the credentials its first request presented.
     token: str = ""
     fingerprint: str = ""
+    #: One POST is read at a time; ``posts_waiting`` counts those waiting (and the one being read).
+    post_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    posts_waiting: int = 0
     #: Monotonic time the connection's run ended (None while it runs).
     ended_at: float | None = None
     relayed_polls: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
@@ -405,13 +408,15 @@ class HttpConnections(ManagerExtension):
             HTTP_PROBE: self._relayed_probe,
         }
 
-    def _answer_later(self, request: dict[str, Any], work: Awaitable[dict[str, Any]]) -> asyncio.Task[Any]:
+    def _answer_later(
+        self, request: dict[str, Any], work: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> asyncio.Task[Any]:
         """Acknowledge at once, run ``work`` in the background (the layer's receive loop must not wait),
         and answer with its result (see :func:`~signalr_groups.backplane.rpc.ask_owner_with_ack`)."""
 
         async def run() -> None:
             await answer(self.manager.layer, request, self.manager.channel_name, body={"accepted": True})
-            body = await work
+            body = await work()
             await answer(self.manager.layer, request, self.manager.channel_name, body=body)
 
         task = asyncio.ensure_future(run())
@@ -432,9 +437,10 @@ class HttpConnections(ManagerExtension):
             return None
 
         async def work() -> dict[str, Any]:
-            return {"status": await self.send(connection, bytes(message.get("data") or b""))}
+            async with connection.post_lock:  # one POST at a time, relayed or not
+                return {"status": await self.send(connection, bytes(message.get("data") or b""))}
 
-        self._answer_later(message, work())
+        self._answer_later(message, work)
         return None
 
     async def _relayed_poll(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -444,13 +450,12 @@ class HttpConnections(ManagerExtension):
         request_id = str(message.get("request_id"))
 
         async def work() -> dict[str, Any]:
-            try:
-                status, data = await self.poll(connection)
-            finally:
-                connection.relayed_polls.pop(request_id, None)
+            status, data = await self.poll(connection)
             return {"status": status, "data": data}
 
-        connection.relayed_polls[request_id] = self._answer_later(message, work())
+        task = self._answer_later(message, work)
+        connection.relayed_polls[request_id] = task
+        task.add_done_callback(lambda _task: connection.relayed_polls.pop(request_id, None))
         return None
 
     async def _relayed_poll_cancel(self, message: dict[str, Any]) -> dict[str, Any] | None:

@@ -154,6 +154,18 @@ async def _exchange(
         await release_channel(layer, reply_to)
 
 
+async def _send_request(
+    layer: Any, group: str, channel: str | None, request: dict[str, Any], request_id_out: dict[str, str] | None
+) -> None:
+    """Send a request to ``channel`` if given, else to ``group``; note its id in ``request_id_out``."""
+    if request_id_out is not None:
+        request_id_out["request_id"] = request["request_id"]
+    if channel is not None:
+        await layer.send(channel, request)
+    else:
+        await layer.group_send(group, request)
+
+
 async def ask_owner(
     layer: Any,
     group: str,
@@ -171,12 +183,7 @@ async def ask_owner(
     sent, for a later message that refers to this request.
     """
     async with _exchange(layer, inbox) as (fields, next_reply):
-        if request_id_out is not None:
-            request_id_out["request_id"] = fields["request_id"]
-        if channel is not None:
-            await layer.send(channel, {**message, **fields})
-        else:
-            await layer.group_send(group, {**message, **fields})
+        await _send_request(layer, group, channel, {**message, **fields}, request_id_out)
         try:
             return await asyncio.wait_for(next_reply(), timeout)
         except TimeoutError:
@@ -207,12 +214,7 @@ async def ask_owner_with_ack(
     to that one channel (the owner's, when known) instead of the whole group.
     """
     async with _exchange(layer, inbox) as (fields, next_reply):
-        if request_id_out is not None:
-            request_id_out["request_id"] = fields["request_id"]
-        if channel is not None:
-            await layer.send(channel, {**message, **fields})
-        else:
-            await layer.group_send(group, {**message, **fields})
+        await _send_request(layer, group, channel, {**message, **fields}, request_id_out)
         try:
             reply = await asyncio.wait_for(next_reply(), ack_timeout)
         except TimeoutError:

@@ -89,32 +89,12 @@ class FlowControl:
         return False
 
 
-class DaphneFlowControl(FlowControl):
-    """Flow control through daphne's Twisted transport (see the module docstring)."""
+class _TwistedWriteProducer(FlowControl):
+    """Write backpressure from Twisted: registered as a streaming producer, paused while its buffer is full."""
 
     controls_writes = True
-    lingers = True
-
-    def __init__(self, protocol: Any, queue: asyncio.Queue[Any]) -> None:
-        self._protocol = protocol
-        self._transport = protocol.transport
-        self._queue = queue
-        self._paused_for: set[str] = set()
-        self._write_paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._registered = False
-        # After the upgrade, daphne leaves the HTTP channel registered as the TCP transport's
-        # producer: take its place, so that Twisted tells us (not it) when the write buffer fills
-        # and drains, and nobody else resumes reading behind our back.
-        # autobahn answers a frame-level violation (a frame over the size limit, invalid UTF-8, a
-        # reserved bit) by dropping TCP unless told otherwise: send the close code (1009, 1007,
-        # 1002) first, as the WebSocket RFC and uvicorn do.
-        if getattr(protocol, "failByDrop", False):
-            protocol.failByDrop = False
-        if getattr(self._transport, "producer", None) is not None:
-            self._transport.unregisterProducer()
-        self._transport.registerProducer(self, True)
-        self._registered = True
+    _write_paused = False
+    _waiter: asyncio.Future[None] | None = None
 
     # --- IPushProducer, called by Twisted when its write buffer fills up and drains
 
@@ -138,6 +118,37 @@ class DaphneFlowControl(FlowControl):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def writable(self) -> None:
+        """Wait while Twisted's write buffer is over its mark (64 KiB)."""
+        while self._write_paused:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+
+class DaphneFlowControl(_TwistedWriteProducer):
+    """Flow control through daphne's Twisted transport (see the module docstring)."""
+
+    lingers = True
+
+    def __init__(self, protocol: Any, queue: asyncio.Queue[Any]) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._queue = queue
+        self._paused_for: set[str] = set()
+        self._registered = False
+        # After the upgrade, daphne leaves the HTTP channel registered as the TCP transport's
+        # producer: take its place, so that Twisted tells us (not it) when the write buffer fills
+        # and drains, and nobody else resumes reading behind our back.
+        # autobahn answers a frame-level violation (a frame over the size limit, invalid UTF-8, a
+        # reserved bit) by dropping TCP unless told otherwise: send the close code (1009, 1007,
+        # 1002) first, as the WebSocket RFC and uvicorn do.
+        if getattr(protocol, "failByDrop", False):
+            protocol.failByDrop = False
+        if getattr(self._transport, "producer", None) is not None:
+            self._transport.unregisterProducer()
+        self._transport.registerProducer(self, True)
+        self._registered = True
 
     # --- FlowControl
 
@@ -183,12 +194,6 @@ class DaphneFlowControl(FlowControl):
         self._resume_all()
         return await super().linger(receive)
 
-    async def writable(self) -> None:
-        """Wait while Twisted's write buffer is over its 64 KiB mark."""
-        while self._write_paused:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
-
     def drop(self) -> None:
         """Abort the TCP connection (Twisted discards its buffer)."""
         try:
@@ -208,7 +213,7 @@ class DaphneFlowControl(FlowControl):
         self._wake()
 
 
-class DaphneHttpFlowControl(FlowControl):
+class DaphneHttpFlowControl(_TwistedWriteProducer):
     """Write backpressure for a long-lived HTTP response under daphne (a Server-Sent Events stream).
 
     The connection registers as the streaming producer of daphne's request (Twisted's public
@@ -218,41 +223,10 @@ class DaphneHttpFlowControl(FlowControl):
     instead of growing Twisted's buffer without limit.
     """
 
-    controls_writes = True
-
     def __init__(self, request: Any) -> None:
         self._request = request
-        self._write_paused = False
-        self._waiter: asyncio.Future[None] | None = None
         request.registerProducer(self, True)
         self._registered = True
-
-    def pauseProducing(self) -> None:
-        """Twisted's write buffer is full."""
-        self._write_paused = True
-
-    def resumeProducing(self) -> None:
-        """Twisted's write buffer drained."""
-        self._write_paused = False
-        self._wake()
-
-    def stopProducing(self) -> None:
-        """The connection is gone: nobody should wait to write."""
-        self._write_paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def writable(self) -> None:
-        """Wait while Twisted's write buffer is over its mark."""
-        while self._write_paused:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
 
     def drop(self) -> None:
         """Abort the TCP connection (Twisted discards its buffer)."""

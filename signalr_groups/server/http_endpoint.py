@@ -18,7 +18,8 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from typing import Any, Final
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
 
 from django.conf import settings as django_settings
 from django.http import parse_cookie
@@ -49,6 +50,8 @@ from signalr_groups.server.http_transports import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A connection's token is good for its whole life once claimed (the negotiate age limit applies to the claim).
 TOKEN_LIFETIME: Final = 10 * 365 * 24 * 3600.0
@@ -100,6 +103,30 @@ def _cookie(scope: dict[str, Any], name: str) -> str | None:
 
 def _wants_event_stream(scope: dict[str, Any]) -> bool:
     return any(key == b"accept" and b"text/event-stream" in bytes(value) for key, value in scope.get("headers", ()))
+
+
+async def _while_client_stays(receive: ASGIReceive, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run ``work`` until it is done, or cancel it if the client goes away first: ``(done, result)``.
+
+    (An exception from ``work`` propagates.)
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False, None
+    return True, task.result()
+
+
+async def _unless_client_leaves(receive: ASGIReceive, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None if the client went away first (``work`` is then cancelled)."""
+    return (await _while_client_stays(receive, work))[1]
 
 
 async def _until_disconnect(receive: ASGIReceive) -> None:
@@ -397,19 +424,10 @@ class HubHttpEndpoint:
     async def _poll_local(
         self, receive: ASGIReceive, send: ASGISend, table: HttpConnections, local: HttpConnection
     ) -> None:
-        poll = asyncio.ensure_future(table.poll(local))
-        gone = asyncio.ensure_future(_until_disconnect(receive))
-        try:
-            await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not poll.done():
-            poll.cancel()  # the client went away: nothing is taken from the queue
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
-            return
-        status, data = poll.result()
-        await self._answer_poll(send, status, data)
+        poll = await _unless_client_leaves(receive, table.poll(local))
+        if poll is not None:  # (a client that went away had nothing taken from the queue)
+            status, data = poll
+            await self._answer_poll(send, status, data)
 
     @staticmethod
     async def _answer_poll(send: ASGISend, status: int, data: bytes) -> None:
@@ -432,21 +450,14 @@ class HubHttpEndpoint:
             return
         poll_id_holder: dict[str, str] = {}
         timeout = get_hub_settings().long_polling_poll_timeout + RELAYED_POLL_MARGIN
-        poll = asyncio.ensure_future(self._relayed(HTTP_POLL, connection_id, {}, timeout, poll_id_holder))
-        gone = asyncio.ensure_future(_until_disconnect(receive))
-        try:
-            await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not poll.done():
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
+        done, reply = await _while_client_stays(
+            receive, self._relayed(HTTP_POLL, connection_id, {}, timeout, poll_id_holder)
+        )
+        if not done:
             poll_id = poll_id_holder.get("request_id")
             if poll_id is not None:  # tell the owner: the poll's data stays queued for the next one
                 await self._relay.tell(HTTP_POLL_CANCEL, connection_id, {"poll_id": poll_id})
             return
-        reply = poll.result()  # (a Refusal, a 503, propagates)
         if reply is None:
             await respond(send, 404, NOT_FOUND)
             return

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from django.conf import settings as django_settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests.interop.test_hostile_clients import PeakRss
 from tests.live import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -429,40 +429,6 @@ class MessagePackSocket:
         await self.ws.close()
         assert self.ws.close_code == 1000, self.ws.close_code
         return close
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-class PeakRss:
-    """Samples a process's RSS every 20 ms in a thread; ``growth`` is the peak over the first sample."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.baseline = self.peak = _rss_mb(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss_mb(self.pid))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, _rss_mb(self.pid))
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.baseline
 
 
 # ================================================================ negotiate and the transports on offer

@@ -19,9 +19,14 @@ TIMEOUT = 5.0
 class PyClient:
     """One pysignalr connection running as a background task, recording ``Receive`` events."""
 
-    def __init__(self, url: str, *, cookie: str | None = None, skip_negotiation: bool = False) -> None:
+    def __init__(
+        self, url: str, *, cookie: str | None = None, skip_negotiation: bool = False, protocol: Any = None
+    ) -> None:
         headers = {"Cookie": cookie} if cookie else None
-        self.client = SignalRClient(url, headers=headers, retry_count=1)
+        #: The hub protocol object (None: pysignalr's default, JSON).
+        self.protocol = protocol
+        options = {"protocol": protocol} if protocol is not None else {}
+        self.client = SignalRClient(url, headers=headers, retry_count=1, **options)
         if skip_negotiation:
             # No public option: see toolchain-notes §3b (needs a ws:// URL too).
             self.client._transport._skip_negotiation = True
@@ -117,6 +122,7 @@ class PyClient:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self.task, TIMEOUT)
+        self.task = None
 
 
 @pytest.fixture

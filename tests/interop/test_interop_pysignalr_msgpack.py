@@ -9,7 +9,6 @@ arrays. It decodes with ``msgpack.unpackb`` defaults, so a timestamp extension a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -20,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import msgpack
 import pytest
 from django.conf import settings
-from pysignalr.client import SignalRClient
-from pysignalr.messages import CompletionMessage, HandshakeRequestMessage, Message
+from pysignalr.messages import HandshakeRequestMessage, Message
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
+from tests.interop.test_interop_pysignalr import PyClient
 from tests.live import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,95 +52,13 @@ class RecordingMessagepackProtocol(MessagepackProtocol):
         return super().decode_handshake(raw_message)
 
 
-class MsgpackClient:
+class MsgpackClient(PyClient):
     """One pysignalr connection (MessagePack, or JSON for mixed-protocol checks) run as a background task."""
 
+    protocol: Any
+
     def __init__(self, url: str, *, cookie: str | None = None, json: bool = False) -> None:
-        self.protocol = JSONProtocol() if json else RecordingMessagepackProtocol()
-        headers = {"Cookie": cookie} if cookie else None
-        self.client = SignalRClient(url, protocol=self.protocol, headers=headers, retry_count=1)
-        self.received: list[list[Any]] = []
-        self.errors: list[CompletionMessage] = []
-        self.connection_id: str | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._opened = asyncio.Event()
-        self._changed = asyncio.Event()
-        self.client.on_open(self._on_open)
-        self.client.on("Receive", self._on_receive)
-        self.client.on_error(self._on_error)
-
-    async def _on_open(self) -> None:
-        self._opened.set()
-
-    async def _on_receive(self, arguments: list[Any]) -> None:
-        self.received.append(list(arguments))
-        self._changed.set()
-
-    async def _on_error(self, message: CompletionMessage) -> None:
-        self.errors.append(message)
-
-    @property
-    def transport_url(self) -> str:
-        return str(self.client._transport._url)
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.client.run())
-        opened = asyncio.ensure_future(self._opened.wait())
-        try:
-            done, _ = await asyncio.wait({opened, self.task}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            opened.cancel()
-        if self.task in done:
-            self.task.result()
-            raise AssertionError("pysignalr's run() returned before the connection opened")
-        if not self._opened.is_set():
-            raise AssertionError(f"pysignalr did not connect to {self.transport_url} within {TIMEOUT}s")
-        self.connection_id = await self.call("GetConnectionId")
-
-    async def invoke(self, method: str, *args: Any) -> CompletionMessage:
-        future: asyncio.Future[CompletionMessage] = asyncio.get_running_loop().create_future()
-
-        async def on_completion(message: Any) -> None:
-            if not future.done():
-                future.set_result(message)
-
-        await self.client.send(method, list(args), on_invocation=on_completion)
-        return await asyncio.wait_for(future, TIMEOUT)
-
-    async def call(self, method: str, *args: Any) -> Any:
-        message = await self.invoke(method, *args)
-        assert message.error is None, f"{method} failed: {message.error}"
-        return message.result
-
-    async def wait_for(self, predicate: Callable[[list[list[Any]]], bool]) -> list[list[Any]]:
-        async def until() -> None:
-            while not predicate(self.received):
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(until(), TIMEOUT)
-        except TimeoutError:
-            raise AssertionError(f"condition not met; received: {self.received}") from None
-        return self.received
-
-    async def barrier(self) -> list[list[Any]]:
-        """Events received before a fresh ``SendToCaller`` marker (which is then removed)."""
-        marker = f"barrier-{uuid.uuid4()}"
-        await self.call("SendToCaller", marker)
-        await self.wait_for(lambda events: ["caller", marker] in events)
-        index = self.received.index(["caller", marker])
-        before = self.received[:index]
-        del self.received[index]
-        return before
-
-    async def stop(self) -> None:
-        if self.task is None:
-            return
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self.task, TIMEOUT)
-        self.task = None
+        super().__init__(url, cookie=cookie, protocol=JSONProtocol() if json else RecordingMessagepackProtocol())
 
 
 def _connector(server: ServerProcess, started: list[MsgpackClient]) -> Callable[..., Any]:

@@ -66,6 +66,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "LONG_POLLING_POLL_TIMEOUT": 90.0,
     #: Seconds a long-polling connection lives without a poll (``ConnectionOptions.DisconnectTimeout``).
     "DISCONNECT_TIMEOUT": 15.0,
+    #: Items of one client upload stream buffered before the server stops reading the connection.
+    "STREAM_BUFFER_CAPACITY": 10,
+    #: Streaming calls (server streams, calls with upload streams) one connection may run at once.
+    "MAX_STREAMS_PER_CONNECTION": 100,
 }
 #: Every transport, in the order negotiate lists them.
 TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
@@ -94,6 +98,8 @@ _POSITIVE_INTS: Final = (
     "OUTBOX_MAX_BYTES",
     "MAX_CONNECTIONS_PER_USER",
     "MAX_GROUPS_PER_CONNECTION",
+    "STREAM_BUFFER_CAPACITY",
+    "MAX_STREAMS_PER_CONNECTION",
 )
 
 
@@ -133,6 +139,8 @@ class HubSettings:
     protocols: tuple[str, ...]
     long_polling_poll_timeout: float
     disconnect_timeout: float
+    stream_buffer_capacity: int
+    max_streams_per_connection: int
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
@@ -312,6 +320,8 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         protocols=_protocols(values["PROTOCOLS"]),
         long_polling_poll_timeout=float(values["LONG_POLLING_POLL_TIMEOUT"]),
         disconnect_timeout=float(values["DISCONNECT_TIMEOUT"]),
+        stream_buffer_capacity=values["STREAM_BUFFER_CAPACITY"],
+        max_streams_per_connection=values["MAX_STREAMS_PER_CONNECTION"],
     )
 
 

@@ -6,12 +6,16 @@ import asyncio
 import datetime
 import decimal
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
 from signalr_groups import Hub, HubError, hub_method
 from signalr_groups.permissions import HasPermission, IsAuthenticated, IsStaff
+
+#: The connection ids of the server streams whose ``finally`` ran (in this server process).
+FINISHED_STREAMS: list[str] = []
 
 
 class InteropHub(Hub):
@@ -152,6 +156,43 @@ class InteropHub(Hub):
     @hub_method
     async def send_to_users(self, user_ids: list[str], message: str) -> None:
         await self.clients.users(user_ids).send("Receive", "users", message)
+
+    @hub_method
+    async def counter(self, count: int, delay: float) -> AsyncIterator[int]:
+        """A server stream: 0 .. count-1, ``delay`` seconds apart; its ``finally`` is recorded."""
+        try:
+            for number in range(count):
+                yield number
+                await asyncio.sleep(delay)
+        finally:
+            FINISHED_STREAMS.append(self.context.connection_id)
+
+    @hub_method
+    async def streams_finished(self) -> int:
+        """How many of the caller's server streams have run their ``finally``."""
+        return FINISHED_STREAMS.count(self.context.connection_id)
+
+    @hub_method
+    async def failing_stream(self, count: int, hub_error: bool) -> AsyncIterator[int]:
+        """Yields ``count`` items, then raises (a HubError, whose text reaches the client, or a ValueError)."""
+        for number in range(count):
+            yield number
+        if hub_error:
+            raise HubError("the stream broke")
+        raise ValueError("a detail the client must not see")
+
+    @hub_method
+    async def sum_stream(self, numbers: AsyncIterator[int]) -> int:
+        """Sums a client upload stream."""
+        total = 0
+        async for number in numbers:
+            total += number
+        return total
+
+    @hub_method
+    async def join_streams(self, separator: str, first: AsyncIterator[str], second: AsyncIterator[str]) -> str:
+        """Reads two upload streams, one after the other."""
+        return separator.join([item async for item in first] + [item async for item in second])
 
     @hub_method
     async def server_times(self) -> dict[str, Any]:

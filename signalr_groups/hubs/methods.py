@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -51,6 +51,12 @@ def hub_method(
     return mark
 
 
+def is_upload_stream(annotation: Any) -> bool:
+    """Whether a parameter annotation asks for a client upload stream (``AsyncIterator[T]``/``AsyncIterable[T]``)."""
+    base = typing.get_origin(annotation) or annotation
+    return base in (AsyncIterator, AsyncIterable)
+
+
 def _checker(annotation: Any) -> Callable[[Any], bool] | None:
     """Return a validator for simple annotations (str, int, float, bool, list, dict, X | None)."""
     if annotation is Any or annotation is object or annotation is inspect.Parameter.empty:
@@ -86,6 +92,10 @@ class HubMethod:
     max_args: int | None
     checkers: tuple[Callable[[Any], bool] | None, ...]
     permissions: tuple[BasePermission, ...] = ()
+    #: Whether the method streams its results (an ``async def`` with ``yield``): a StreamInvocation calls it.
+    is_stream: bool = False
+    #: Positions (among all parameters after ``self``) of the client upload streams, in the order streams bind.
+    stream_params: tuple[int, ...] = ()
 
     @classmethod
     def build(cls, python_name: str, function: Callable[..., Any], signalr_name: str) -> HubMethod:
@@ -96,11 +106,21 @@ class HubMethod:
             hints = typing.get_type_hints(function)
         except Exception:
             hints = {}
+        if inspect.isgeneratorfunction(function):
+            raise TypeError(
+                f"Hub method {python_name!r} is a plain generator: a streaming hub method is an "
+                "`async def` that yields."
+            )
         min_args = 0
         max_args: int | None = 0
         checkers: list[Callable[[Any], bool] | None] = []
-        for param in params:
-            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+        stream_params: list[int] = []
+        for position, param in enumerate(params):
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and is_upload_stream(
+                hints.get(param.name, param.empty)
+            ):
+                stream_params.append(position)  # bound to a client stream, not to an argument
+            elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
                 if param.default is param.empty:
                     min_args += 1
                 max_args = None if max_args is None else max_args + 1
@@ -115,12 +135,27 @@ class HubMethod:
         return cls(
             signalr_name=signalr_name,
             python_name=python_name,
-            is_async=inspect.iscoroutinefunction(function),
+            is_async=inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function),
             min_args=min_args,
             max_args=max_args,
             checkers=tuple(checkers),
             permissions=getattr(function, _PERMISSIONS, ()),
+            is_stream=inspect.isasyncgenfunction(function),
+            stream_params=tuple(stream_params),
         )
+
+    def bind(self, arguments: list[Any], streams: Sequence[Any]) -> list[Any]:
+        """The call's positional arguments: the client's ``arguments`` with ``streams`` at their parameters' places."""
+        if not self.stream_params:
+            return list(arguments)
+        bound: list[Any] = []
+        values, uploads = list(arguments), list(streams)
+        while values or uploads:
+            if uploads and (len(bound) in self.stream_params or not values):
+                bound.append(uploads.pop(0))
+            else:
+                bound.append(values.pop(0))
+        return bound
 
     def binding_error(self, arguments: list[Any]) -> str | None:
         """Return why ``arguments`` do not fit this method, or ``None`` when they do."""

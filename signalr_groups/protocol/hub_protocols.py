@@ -90,6 +90,10 @@ class HubProtocol:
         """A Close record."""
         raise NotImplementedError
 
+    def stream_item(self, invocation_id: str, item: Any) -> Frame:
+        """A StreamItem record (raises :class:`~signalr_groups.exceptions.PayloadError` for an item it cannot carry)."""
+        raise NotImplementedError
+
 
 class JsonHubProtocol(HubProtocol):
     """The JSON hub protocol: text records ending in 0x1E."""
@@ -120,6 +124,10 @@ class JsonHubProtocol(HubProtocol):
         """A JSON Close record."""
         return json_protocol.write_close(error, allow_reconnect)
 
+    def stream_item(self, invocation_id: str, item: Any) -> Frame:
+        """A JSON StreamItem record."""
+        return json_protocol.write_stream_item(invocation_id, item)
+
 
 class MessagePackHubProtocol(HubProtocol):
     """The MessagePack hub protocol: binary messages behind a VarInt length prefix."""
@@ -149,6 +157,10 @@ class MessagePackHubProtocol(HubProtocol):
     def close(self, error: str | None = None, allow_reconnect: bool | None = None) -> Frame:
         """A MessagePack Close message."""
         return messagepack.write_close(error, allow_reconnect)
+
+    def stream_item(self, invocation_id: str, item: Any) -> Frame:
+        """A MessagePack StreamItem message."""
+        return messagepack.write_stream_item(invocation_id, item)
 
 
 JSON: Final = JsonHubProtocol()

@@ -73,6 +73,11 @@ def write_completion(
     return encode_json(message) + RECORD_SEPARATOR
 
 
+def write_stream_item(invocation_id: str, item: Any) -> str:
+    """Return a StreamItem record (raises :class:`PayloadError` for an item JSON cannot carry)."""
+    return encode_json({"type": 2, "invocationId": invocation_id, "item": item}) + RECORD_SEPARATOR
+
+
 def write_close(error: str | None = None, allow_reconnect: bool | None = None) -> str:
     """Return a Close record."""
     message: dict[str, Any] = {"type": 7}

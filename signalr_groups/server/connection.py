@@ -120,6 +120,7 @@ class HubConnection:
             should_yield=manager.should_yield,
             on_ping=self._client_pinged,
             on_close=lambda: self._begin_close(None, None, None, send_close_message=False),
+            room=self.outbox.room,
         )
         self._close_exception: BaseException | None = None
         self._stop_waiter: asyncio.Future[None] | None = None
@@ -389,6 +390,14 @@ class HubConnection:
                 data = message.get("bytes") or b""
             records, error = reader.feed(data)
             await self._process(records, error)
+            full = self.dispatcher.streams.full_upload()
+            if full is not None and self.state.accepting:
+                # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on.
+                self.flow.pause_reading("streams")
+                try:
+                    await self._wait_or_stop(full.room())
+                finally:
+                    self.flow.resume_reading("streams")
             worker = self.dispatcher.worker
             if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
                 # Backpressure: stop reading the socket until the queued invocations have run.
@@ -401,14 +410,21 @@ class HubConnection:
 
     async def _wait_for_worker_or_stop(self, worker: asyncio.Task[None]) -> None:
         """Wait until the invocation worker is done, or the connection is closing."""
+        await self._wait_or_stop(worker)
+
+    async def _wait_or_stop(self, awaitable: Awaitable[Any]) -> None:
+        """Wait for ``awaitable``, or until the connection is closing (the awaitable is then left to run)."""
         if not self.state.accepting:
             return
+        waiting = asyncio.ensure_future(awaitable)
         stop = self._stop_waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stop_waiter = None
             stop.cancel()
+            if waiting is not awaitable:
+                waiting.cancel()  # (a coroutine we wrapped; a task passed in keeps running)
 
     async def _process(self, records: list[Any], error: ProtocolError | None) -> None:
         """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from channels.db import database_sync_to_async
@@ -25,6 +25,7 @@ from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.clients import HubCallerClients
 from signalr_groups.hubs.groups import GroupManager
 from signalr_groups.hubs.hub import Hub
+from signalr_groups.hubs.methods import HubMethod
 from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol
 from signalr_groups.protocol.messages import (
     AckMessage,
@@ -39,6 +40,7 @@ from signalr_groups.protocol.messages import (
     StreamItemMessage,
 )
 from signalr_groups.server.rate_limits import TokenBucket
+from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ logger = logging.getLogger(__name__)
 GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
 #: A connection that queues this many times MAX_PENDING_INVOCATIONS (within one frame) is closed.
 HARD_LIMIT_FACTOR: Final = 10
-#: Most upload-stream ids a client may have open (they are accepted only to be dropped).
+#: Most upload streams a client may have open at once.
 MAX_CLIENT_STREAMS: Final = 100
+#: The Completion error of a server stream that raised, as ASP.NET Core words it.
+STREAM_ERROR: Final = "An error occurred on the server while streaming results."
 
 Invocation = InvocationMessage | StreamInvocationMessage
 
@@ -66,6 +70,7 @@ class HubDispatcher:
         should_yield: Callable[[], bool],
         on_ping: Callable[[], None],
         on_close: Callable[[], None],
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.hub = hub
         self.context = context
@@ -79,7 +84,9 @@ class HubDispatcher:
         self._on_close = on_close
         self._invocations: list[Invocation] = []
         self._in_flight: set[str] = set()
-        self._client_streams: set[str] = set()
+        #: Upload streams and streaming calls (they run beside the one-at-a-time queue).
+        self.streams = StreamingCalls(settings.stream_buffer_capacity)
+        self._room = room
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
         rate = settings.max_invocations_per_second
@@ -120,7 +127,7 @@ class HubDispatcher:
         elif isinstance(message, CloseMessage):
             self._on_close()
         elif isinstance(message, CancelInvocationMessage):
-            return  # no server streams yet: a cancel for an unknown id is ignored, as the spec says
+            self.streams.cancel(message.invocation_id)  # (an unknown id is ignored, as the spec says)
         elif isinstance(message, (CompletionMessage, StreamItemMessage)):
             self.stream_message(message)
 
@@ -129,12 +136,16 @@ class HubDispatcher:
         invocation_id = message.invocation_id
         if invocation_id is not None and invocation_id in self._in_flight:
             raise ProtocolError(f"Invocation ID '{invocation_id}' is already in use.")
+        uploads: list[UploadStream] = []
         if message.stream_ids:
-            # Upload streams are not supported: the invocation fails, and the items the client
-            # then sends on these ids are dropped instead of treated as errors.
-            if len(self._client_streams) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
+            # Opened before the call is checked: the client's items may follow in the same frame.
+            streams = self.streams
+            if len(streams.uploads) + len(streams.discarded) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
                 raise ProtocolError(f"Too many client streams (more than {MAX_CLIENT_STREAMS}).")
-            self._client_streams.update(message.stream_ids)
+            reused = next((i for i in message.stream_ids if i in streams.uploads or i in streams.discarded), None)
+            if reused is not None or len(set(message.stream_ids)) != len(message.stream_ids):
+                raise ProtocolError(f"Stream ID '{reused or message.stream_ids[0]}' is already in use.")
+            uploads = streams.open_uploads(message.stream_ids)
         if self._rate is not None and not self._rate.take():
             # Over MAX_INVOCATIONS_PER_SECOND: refused at once, nothing runs (logged once a minute at most).
             self._refused += 1
@@ -147,7 +158,19 @@ class HubDispatcher:
                 )
                 self._refusals_logged, self._refused = now, 0
             limit = self.settings.max_invocations_per_second
+            self.streams.close_uploads(uploads, discard=True)
             self._complete(invocation_id, error=f"Too many invocations: at most {limit:g} a second.")
+            return
+        if isinstance(message, StreamInvocationMessage) or message.stream_ids:
+            # A streaming call runs at once, in its own task, beside the one-at-a-time queue (as .NET).
+            limit_streams = self.settings.max_streams_per_connection
+            if len(self.streams) >= limit_streams:
+                self.streams.close_uploads(uploads, discard=True)
+                self._complete(invocation_id, error=f"Too many streams: at most {limit_streams} at once.")
+                return
+            if invocation_id is not None:
+                self._in_flight.add(invocation_id)
+            self.streams.start(invocation_id, self._run_streaming(message, uploads))
             return
         if invocation_id is not None:
             self._in_flight.add(invocation_id)
@@ -159,12 +182,17 @@ class HubDispatcher:
             self.worker = asyncio.ensure_future(self._run())
 
     def stream_message(self, message: CompletionMessage | StreamItemMessage) -> None:
-        """An item or the end of a client upload stream (dropped); a protocol error for an unknown id."""
-        if message.invocation_id in self._client_streams:
-            if isinstance(message, CompletionMessage):
-                self._client_streams.discard(message.invocation_id)
-            return
-        raise ProtocolError(f"Received a message for unknown invocation ID '{message.invocation_id}'.")
+        """An item or the end of a client upload stream; a protocol error for an unknown id or a flood."""
+        stream_id = message.invocation_id
+        if isinstance(message, StreamItemMessage):
+            known = self.streams.item(stream_id, message.item)
+        else:
+            known = self.streams.end(stream_id, message.error)
+        if not known:
+            raise ProtocolError(f"Received a message for unknown invocation ID '{stream_id}'.")
+        stream = self.streams.uploads.get(stream_id)
+        if stream is not None and stream.overflowing:
+            raise ProtocolError(f"Too many items buffered for stream '{stream_id}'.")
 
     async def cancel(self) -> None:
         """Stop the worker and drop queued invocations (the connection is going away)."""
@@ -174,6 +202,7 @@ class HubDispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._invocations.clear()
+        await self.streams.stop()
 
     # ------------------------------------------------------------------ running
 
@@ -200,6 +229,10 @@ class HubDispatcher:
             base = GENERIC_CLOSE_ERROR
         else:
             base = f"An unexpected error occurred invoking '{target}' on the server."
+        return self.described(base, exc)
+
+    def described(self, base: str, exc: BaseException | None) -> str:
+        """``base``, with a HubError's text (always) or any exception's (with ``DETAILED_ERRORS``)."""
         if isinstance(exc, HubError):
             return f"{base} HubException: {exc}"
         if exc is not None and self.settings.detailed_errors:
@@ -244,30 +277,42 @@ class HubDispatcher:
             record = self.protocol.completion(invocation_id, error=error)
         self._write(record)
 
-    async def _invoke(self, message: Invocation) -> None:
+    async def _resolve(self, message: Invocation) -> HubMethod | None:
+        """The hub method a call names, checked (mode, streams, arguments, permissions); None once answered."""
         target = message.target
         invocation_id = message.invocation_id
         method = self.hub.find_method(target)
         if method is None:
             logger.info("signalr_groups: unknown hub method %r", target)
             self._complete(invocation_id, error=f"Unknown hub method '{target}'")
-            return
-        if isinstance(message, StreamInvocationMessage):
+            return None
+        streaming = isinstance(message, StreamInvocationMessage)
+        if streaming and not method.is_stream:
             self._complete(
                 invocation_id,
                 error=f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.",
             )
-            return
+            return None
+        if method.is_stream and not streaming:
+            self._complete(
+                invocation_id,
+                error=f"The client attempted to invoke the streaming '{target}' method with a non-streaming invocation.",
+            )
+            return None
+        if len(message.stream_ids) != len(method.stream_params):
+            expected = len(method.stream_params)
+            self._complete(
+                invocation_id, error=f"Client sent {len(message.stream_ids)} stream(s), Hub method expects {expected}."
+            )
+            return None
         problem = method.binding_error(message.arguments)
-        if message.stream_ids:
-            problem = f"Client sent {len(message.stream_ids)} stream(s), Hub method expects 0."
         if problem is not None:
             logger.info("signalr_groups: failed to invoke %r: %s", target, problem)
             text = f"Failed to invoke '{target}' due to an error on the server."
             if self.settings.detailed_errors:
                 text = f"{text} InvalidDataException: {problem}"
             self._complete(invocation_id, error=text)
-            return
+            return None
         user = self.context.user
         permissions = (*self.hub.hub_permissions(), *method.permissions)
         if permissions and not await database_sync_to_async(check_permissions)(
@@ -275,6 +320,55 @@ class HubDispatcher:
         ):
             logger.info("signalr_groups: %r denied to %s", target, self.context.user_identifier or "an anonymous user")
             self._complete(invocation_id, error=f"Failed to invoke '{target}' because user is unauthorized")
+            return None
+        return method
+
+    async def _run_streaming(self, message: Invocation, uploads: list[UploadStream]) -> None:
+        """A streaming call: a server stream's items then a Completion, or a call reading upload streams."""
+        invocation_id = message.invocation_id
+        method: HubMethod | None = None
+        try:
+            method = await self._resolve(message)
+            if method is None:
+                return
+            function = getattr(self.make_hub(), method.python_name)
+            arguments = method.bind(message.arguments, uploads)
+            if method.is_stream:
+                stream_id = invocation_id or ""
+                protocol = self.protocol
+                await pump_stream(
+                    function(*arguments),
+                    lambda item: self._write(protocol.stream_item(stream_id, item)),
+                    self._room or _no_wait,
+                )
+                self._complete(invocation_id)
+            elif method.is_async:
+                self._complete(invocation_id, result=await function(*arguments), has_result=True)
+            else:
+                result = await database_sync_to_async(function)(*arguments)
+                self._complete(invocation_id, result=result, has_result=True)
+        except asyncio.CancelledError:
+            if self.streams.cancelled_by_client(invocation_id):
+                self._complete(invocation_id)  # as ASP.NET Core: a Completion follows the cancel
+                return
+            raise
+        except Exception as exc:
+            if not isinstance(exc, HubError):
+                logger.exception("signalr_groups: streaming call %r raised", message.target)
+            if method is not None and method.is_stream:
+                self._complete(invocation_id, error=self.described(STREAM_ERROR, exc))
+            else:
+                self._complete(invocation_id, error=self.error_text(message.target, exc))
+        finally:
+            self.streams.close_uploads(uploads, discard=True)
+            if invocation_id is not None:
+                self._in_flight.discard(invocation_id)
+
+    async def _invoke(self, message: Invocation) -> None:
+        target = message.target
+        invocation_id = message.invocation_id
+        method = await self._resolve(message)
+        if method is None:
             return
         function = getattr(self.make_hub(), method.python_name)
         try:
@@ -292,3 +386,7 @@ class HubDispatcher:
             self._complete(invocation_id, error=self.error_text(target, exc))
             return
         self._complete(invocation_id, result=result, has_result=True)
+
+
+async def _no_wait() -> None:
+    """No outbox to wait for (a dispatcher driven without a connection)."""

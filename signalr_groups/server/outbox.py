@@ -37,6 +37,7 @@ class Outbox:
         "_queue",
         "_send",
         "_before_close",
+        "_room",
         "_waiter",
         "_writable",
         "close_queued",
@@ -71,6 +72,7 @@ class Outbox:
         # A plain future made on demand rather than an asyncio.Event (which carries a deque): an
         # idle connection should cost as little memory as possible.
         self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
         #: Whether the end marker is queued (the writer will close the socket).
         self.close_queued = False
         #: Monotonic time of the last frame written (the keep-alive is due when it gets old).
@@ -79,6 +81,21 @@ class Outbox:
     def set_writable(self, writable: Callable[[], Awaitable[None]]) -> None:
         """Wait for ``writable()`` before each frame (a transport that buffers frames until the client takes them)."""
         self._writable = writable
+
+    async def room(self) -> None:
+        """Wait until the queue is back under a quarter of its bound (a server stream's producer waits here)."""
+        while self._chars > self._max_bytes >> 2 and not self.close_queued:
+            room = self._room
+            if room is None or room.done():
+                room = self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(room)
+
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None and (self._chars <= self._max_bytes >> 2 or self.close_queued):
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     @property
     def empty(self) -> bool:
@@ -111,6 +128,7 @@ class Outbox:
         self._queue.append(None)
         self.close_queued = True
         self.wake()
+        self._wake_room()
 
     def wake(self) -> None:
         """Wake the writer if it waits for records."""
@@ -142,6 +160,7 @@ class Outbox:
                     if size >= BATCH_CHARS:
                         break
                 self._chars = max(0, self._chars - size)
+                self._wake_room()
                 if parts:
                     if self._writable is not None:
                         await self._writable()  # the server buffers writes without limit: wait for room

@@ -159,3 +159,31 @@ def test_revocation_and_disconnect_everywhere_on_http_transports(
     assert closed == ["Server returned an error on close: Disconnected by an administrator."]
     assert time.monotonic() - started < 3.0
     assert node.invoke("b", "GetUserIdentifier") == "bob"  # bob is untouched
+
+
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
+def test_streams_both_ways(live_server_process, live_users, node, transport, protocol):
+    """stream() a counter to the end and cancel another midway (the generator's finally ran, no item after
+    the cancel); upload 1,000 items through a Subject, summed by the hub."""
+    url = live_server_process.http_url + "/interop"
+    _connect(node, "s", url, transport, protocol, cookie=live_users["alice"])
+    whole = node.call("stream", name="s", method="Counter", args=[5, 0])
+    assert whole["ok"] and whole["completed"] and whole["error"] is None, whole
+    assert whole["items"] == [0, 1, 2, 3, 4]
+
+    cancelled = node.call("stream", name="s", method="Counter", args=[1000, 0.02], cancelAfter=3, settle=400)
+    assert cancelled["ok"] and cancelled["cancelledAt"] == 3, cancelled
+    assert cancelled["items"] == [0, 1, 2], "an item arrived after the cancel"
+    deadline = time.monotonic() + 5
+    while node.invoke("s", "StreamsFinished") < 2:  # both generators ran their finally
+        assert time.monotonic() < deadline, "the cancelled generator's finally did not run"
+        time.sleep(0.05)
+
+    uploaded = node.call("upload", name="s", method="SumStream", items=list(range(1000)))
+    assert uploaded["ok"] and uploaded["result"] == sum(range(1000)), uploaded
+
+    failing = node.call("stream", name="s", method="FailingStream", args=[2, True])
+    assert failing["items"] == [0, 1]
+    assert failing["error"] == (
+        "An error occurred on the server while streaming results. HubException: the stream broke"
+    ), failing

@@ -59,6 +59,44 @@ async function handle(cmd) {
       })().catch((error) => entry.events.push({ target: "__spam_error__", args: [String(error)] }));
       return {};
     }
+    case "stream": {
+      // connection.stream(method, ...args): collect the items; dispose the subscription after
+      // `cancelAfter` items (a CancelInvocation), then keep listening `settle` ms for stray items.
+      const items = [];
+      let settled = false;
+      let error = null;
+      let cancelledAt = null;
+      let finish;
+      const finished = new Promise((resolve) => (finish = resolve));
+      const subscription = entry.connection.stream(cmd.method, ...(cmd.args || [])).subscribe({
+        next: (item) => {
+          items.push(item);
+          if (cmd.cancelAfter && items.length === cmd.cancelAfter && cancelledAt === null) {
+            cancelledAt = items.length;
+            subscription.dispose();
+            setTimeout(finish, cmd.settle || 300);
+          }
+        },
+        complete: () => {
+          settled = true;
+          finish();
+        },
+        error: (e) => {
+          error = e && e.message ? e.message : String(e);
+          finish();
+        },
+      });
+      await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, cmd.timeout || 10000))]);
+      return { items, error, completed: settled, cancelledAt };
+    }
+    case "upload": {
+      // invoke(method, ...args, subject): stream `items` to the server, then complete; the method's result.
+      const subject = new signalR.Subject();
+      const result = entry.connection.invoke(cmd.method, ...(cmd.args || []), subject);
+      for (const item of cmd.items) subject.next(item);
+      subject.complete();
+      return { result: await result };
+    }
     case "events": {
       const events = entry.events.splice(0);
       return { events };

@@ -49,7 +49,7 @@ async def test_a_cancel_stops_the_generator_and_its_finally_runs(client):
     await client.send_text(record({"type": 4, "invocationId": "s", "target": "Counter", "arguments": [1000, 0.01]}))
     assert (await client.receive_record())["item"] == 0
     await client.send_text(record({"type": 5, "invocationId": "s"}))
-    records = []
+    records: list[dict[str, Any]] = []
     while not records or records[-1]["type"] != 3:
         records.append(await client.receive_record())
     assert records[-1] == {"type": 3, "invocationId": "s"}  # a Completion follows the cancel, as .NET

@@ -361,3 +361,23 @@ async def test_msgpack_under_uvicorn(uvicorn_process, live_users):
     finally:
         for client in started:
             await client.stop()
+
+
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+async def test_server_to_client_streaming(live_server_process, live_users, msgpack_clients, protocol):
+    """pysignalr's ``stream()``: the items of an async-generator hub method, then its Completion."""
+    client = await msgpack_clients(cookie=live_users["alice"], json=protocol == "json")
+    items: list[Any] = []
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def on_next(item: Any) -> None:
+        items.append(item)
+
+    async def on_complete(message: Any) -> None:
+        if not done.done():
+            done.set_result(message)
+
+    await client.client.stream("Counter", [4, 0], on_next=on_next, on_complete=on_complete)  # type: ignore[list-item]
+    completion = await asyncio.wait_for(done, TIMEOUT)
+    assert getattr(completion, "error", None) is None
+    assert items == [0, 1, 2, 3]

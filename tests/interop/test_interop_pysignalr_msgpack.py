@@ -377,7 +377,7 @@ async def test_server_to_client_streaming(live_server_process, live_users, msgpa
         if not done.done():
             done.set_result(message)
 
-    await client.client.stream("Counter", [4, 0], on_next=on_next, on_complete=on_complete)  # type: ignore[list-item]
+    await client.client.stream("Counter", [4, 0], on_next=on_next, on_complete=on_complete)
     completion = await asyncio.wait_for(done, TIMEOUT)
     assert getattr(completion, "error", None) is None
     assert items == [0, 1, 2, 3]

@@ -70,6 +70,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STREAM_BUFFER_CAPACITY": 10,
     #: Streaming calls (server streams, calls with upload streams) one connection may run at once.
     "MAX_STREAMS_PER_CONNECTION": 100,
+    #: Filters around every hub's calls, connects and disconnects (instances, classes or import paths),
+    #: before each hub's own ``Hub.filters``: see ``signalr_groups.hubs.filters``.
+    "HUB_FILTERS": (),
 }
 #: Every transport, in the order negotiate lists them.
 TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
@@ -141,6 +144,7 @@ class HubSettings:
     disconnect_timeout: float
     stream_buffer_capacity: int
     max_streams_per_connection: int
+    hub_filters: tuple[Any, ...]
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
@@ -223,6 +227,26 @@ def _protocols(value: Any) -> tuple[str, ...]:
             f"known: {', '.join(PROTOCOL_NAMES)}."
         )
     return tuple(name for name in PROTOCOL_NAMES if name in names)
+
+
+def _hub_filters(value: Any) -> tuple[Any, ...]:
+    """``HUB_FILTERS``: each an instance, a class (made once, with no arguments) or the import path of either."""
+    where = "SIGNALR_GROUPS['HUB_FILTERS']"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ImproperlyConfigured(f"{where} must be a list of hub filters (instances, classes or import paths).")
+    filters: list[Any] = []
+    for item in value:
+        try:
+            resolved = import_string(item) if isinstance(item, str) else item
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"{where} entry {item!r} cannot be imported: {exc}") from exc
+        instance = resolved() if isinstance(resolved, type) else resolved
+        if not any(callable(getattr(instance, name, None)) for name in ("invoke", "on_connected", "on_disconnected")):
+            raise ImproperlyConfigured(
+                f"{where} entry {item!r} is not a hub filter (it has none of invoke, on_connected, on_disconnected)."
+            )
+        filters.append(instance)
+    return tuple(filters)
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -322,6 +346,7 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         disconnect_timeout=float(values["DISCONNECT_TIMEOUT"]),
         stream_buffer_capacity=values["STREAM_BUFFER_CAPACITY"],
         max_streams_per_connection=values["MAX_STREAMS_PER_CONNECTION"],
+        hub_filters=_hub_filters(values["HUB_FILTERS"]),
     )
 
 

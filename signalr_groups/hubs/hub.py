@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from signalr_groups.access.grants import is_restricted
 from signalr_groups.auth.permissions import BasePermission, as_permissions
 from signalr_groups.conf import get_hub_settings
+from signalr_groups.hubs.filters import as_filters
 from signalr_groups.hubs.methods import MARK, HubMethod
 from signalr_groups.naming import lookup_key
 
@@ -45,6 +46,10 @@ class Hub:
     #: Groups that need a :class:`~signalr_groups.models.GroupGrant` to join: exact names, or
     #: prefixes ending in ``*`` (``"*"`` restricts every group). All other groups are open.
     restricted_groups: ClassVar[Sequence[str]] = ()
+    #: This hub's filters (instances, or classes made once), run after ``HUB_FILTERS``: see
+    #: :mod:`signalr_groups.hubs.filters`.
+    filters: ClassVar[Sequence[Any]] = ()
+    _filter_instances: ClassVar[tuple[Any, ...]] = ()
 
     context: HubCallerContext
     clients: HubCallerClients
@@ -71,6 +76,7 @@ class Hub:
                     )
                 methods[key] = method
         cls.hub_methods = methods
+        cls._filter_instances = as_filters(cls.filters, f"{cls.__qualname__}.filters")
 
     @classmethod
     def hub_key(cls) -> str:
@@ -83,6 +89,14 @@ class Hub:
         if cls.permission_classes is None:
             return as_permissions(get_hub_settings().default_permission_classes)
         return as_permissions(cls.permission_classes)
+
+    @classmethod
+    def hub_filters(cls) -> tuple[Any, ...]:
+        """The filters around this hub's calls: ``HUB_FILTERS``, then the hub's own ``filters``."""
+        global_filters = get_hub_settings().hub_filters
+        if not global_filters:
+            return cls._filter_instances
+        return (*global_filters, *cls._filter_instances)
 
     @classmethod
     def is_restricted(cls, group: str) -> bool:

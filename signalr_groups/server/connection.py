@@ -28,11 +28,11 @@ from signalr_groups.lifetime.manager import HubLifetimeManager
 from signalr_groups.protocol.handshake import HANDSHAKE_OK
 from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol, MessageReader
 from signalr_groups.protocol.serialized import SerializedInvocation
+from signalr_groups.rate_limits import address_key
 from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
 from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.handshake import read_handshake
 from signalr_groups.server.outbox import Outbox
-from signalr_groups.server.rate_limits import address_key
 from signalr_groups.server.state import ConnectionState
 
 logger = logging.getLogger(__name__)

@@ -23,6 +23,13 @@ from signalr_groups.conf import HubSettings
 from signalr_groups.exceptions import HubError, PayloadError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.clients import HubCallerClients
+from signalr_groups.hubs.filters import (
+    HubInvocationContext,
+    HubLifetimeContext,
+    run_invoke,
+    run_on_connected,
+    run_on_disconnected,
+)
 from signalr_groups.hubs.groups import GroupManager
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.hubs.methods import HubMethod
@@ -39,7 +46,7 @@ from signalr_groups.protocol.messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
-from signalr_groups.server.rate_limits import TokenBucket
+from signalr_groups.rate_limits import TokenBucket
 from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
 
 logger = logging.getLogger(__name__)
@@ -215,13 +222,48 @@ class HubDispatcher:
         hub.groups = GroupManager(hub_key)
         return hub
 
+    async def call_method(self, method: HubMethod, arguments: list[Any]) -> Any:
+        """Call a hub method on a new hub instance, inside the hub filters (a plain ``def`` in a worker thread).
+
+        For a streaming method the result is its async generator, not yet iterated.
+        """
+        hub = self.make_hub()
+
+        async def call(invocation: HubInvocationContext) -> Any:
+            function = getattr(invocation.hub, method.python_name)
+            if method.is_stream or method.is_async:
+                result = function(*invocation.arguments)
+                return result if method.is_stream else await result
+            return await database_sync_to_async(function)(*invocation.arguments)
+
+        filters = self.hub.hub_filters()
+        invocation = HubInvocationContext(hub, method, list(arguments), self.context)
+        if not filters:
+            return await call(invocation)
+        return await run_invoke(filters, invocation, call)
+
     async def call_lifecycle(self, name: str, *args: Any) -> None:
-        """Run ``on_connected``, ``on_disconnected``, ... (a plain ``def`` in a worker thread)."""
-        function = getattr(self.make_hub(), name)
-        if inspect.iscoroutinefunction(function):
-            await function(*args)
+        """Run ``on_connected``, ``on_disconnected``, ... (a plain ``def`` in a worker thread).
+
+        ``on_connected`` and ``on_disconnected`` run inside the hub filters.
+        """
+        hub = self.make_hub()
+
+        async def call(*call_args: Any) -> None:
+            function = getattr(hub, name)
+            if inspect.iscoroutinefunction(function):
+                await function(*call_args)
+            else:
+                await database_sync_to_async(function)(*call_args)
+
+        filters = self.hub.hub_filters()
+        if filters and name == "on_connected":
+            await run_on_connected(filters, HubLifetimeContext(hub, self.context), lambda _context: call())
+        elif filters and name == "on_disconnected":
+            context = HubLifetimeContext(hub, self.context)
+            await run_on_disconnected(filters, context, lambda _context, exception: call(exception), *args)
         else:
-            await database_sync_to_async(function)(*args)
+            await call(*args)
 
     def error_text(self, target: str, exc: BaseException | None) -> str:
         """The Completion (or Close) error of a failed invocation or ``on_connected``, as ASP.NET Core words it."""
@@ -331,21 +373,15 @@ class HubDispatcher:
             method = await self._resolve(message)
             if method is None:
                 return
-            function = getattr(self.make_hub(), method.python_name)
-            arguments = method.bind(message.arguments, uploads)
+            result = await self.call_method(method, method.bind(message.arguments, uploads))
             if method.is_stream:
                 stream_id = invocation_id or ""
                 protocol = self.protocol
                 await pump_stream(
-                    function(*arguments),
-                    lambda item: self._write(protocol.stream_item(stream_id, item)),
-                    self._room or _no_wait,
+                    result, lambda item: self._write(protocol.stream_item(stream_id, item)), self._room or _no_wait
                 )
                 self._complete(invocation_id)
-            elif method.is_async:
-                self._complete(invocation_id, result=await function(*arguments), has_result=True)
             else:
-                result = await database_sync_to_async(function)(*arguments)
                 self._complete(invocation_id, result=result, has_result=True)
         except asyncio.CancelledError:
             if self.streams.cancelled_by_client(invocation_id):
@@ -370,12 +406,8 @@ class HubDispatcher:
         method = await self._resolve(message)
         if method is None:
             return
-        function = getattr(self.make_hub(), method.python_name)
         try:
-            if method.is_async:
-                result = await function(*message.arguments)
-            else:
-                result = await database_sync_to_async(function)(*message.arguments)
+            result = await self.call_method(method, message.arguments)
         except asyncio.CancelledError:
             raise
         except HubError as exc:

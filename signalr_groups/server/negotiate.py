@@ -19,7 +19,7 @@ from signalr_groups.auth.identity import bearer_from_header, user_from_token
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
-from signalr_groups.server.rate_limits import KeyedRateLimiter, address_key
+from signalr_groups.rate_limits import KeyedRateLimiter, address_key
 
 logger = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ async def test_the_linger_reads_again_to_see_the_clients_close():
 
 
 def test_per_address_keys():
-    from signalr_groups.server.rate_limits import address_key
+    from signalr_groups.rate_limits import address_key
 
     assert address_key("203.0.113.7") == "203.0.113.7"
     assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"

@@ -30,6 +30,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_MESSAGE_SIZE": 32 * 1024,
     "MAX_GROUP_NAME_LENGTH": 256,
     "MAX_PENDING_INVOCATIONS": 100,
+    #: Invocations of one connection that run at once (1: one at a time, in order, as ASP.NET Core's default).
+    "MAX_PARALLEL_INVOCATIONS_PER_CLIENT": 1,
     "OUTBOX_MAX_BYTES": 1024 * 1024,
     #: Connections one user (identifier) may hold to one hub on one server process.
     "MAX_CONNECTIONS_PER_USER": 100,
@@ -98,6 +100,7 @@ _POSITIVE_INTS: Final = (
     "MAX_MESSAGE_SIZE",
     "MAX_GROUP_NAME_LENGTH",
     "MAX_PENDING_INVOCATIONS",
+    "MAX_PARALLEL_INVOCATIONS_PER_CLIENT",
     "OUTBOX_MAX_BYTES",
     "MAX_CONNECTIONS_PER_USER",
     "MAX_GROUPS_PER_CONNECTION",
@@ -119,6 +122,7 @@ class HubSettings:
     max_message_size: int
     max_group_name_length: int
     max_pending_invocations: int
+    max_parallel_invocations_per_client: int
     outbox_max_bytes: int
     max_connections_per_user: int
     max_groups_per_connection: int
@@ -322,6 +326,7 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         max_message_size=values["MAX_MESSAGE_SIZE"],
         max_group_name_length=values["MAX_GROUP_NAME_LENGTH"],
         max_pending_invocations=values["MAX_PENDING_INVOCATIONS"],
+        max_parallel_invocations_per_client=values["MAX_PARALLEL_INVOCATIONS_PER_CLIENT"],
         outbox_max_bytes=values["OUTBOX_MAX_BYTES"],
         max_connections_per_user=values["MAX_CONNECTIONS_PER_USER"],
         max_groups_per_connection=values["MAX_GROUPS_PER_CONNECTION"],

@@ -94,6 +94,7 @@ class HubDispatcher:
         #: Upload streams and streaming calls (they run beside the one-at-a-time queue).
         self.streams = StreamingCalls(settings.stream_buffer_capacity)
         self._room = room
+        self._arrived: asyncio.Future[None] | None = None
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
         rate = settings.max_invocations_per_second
@@ -187,6 +188,8 @@ class HubDispatcher:
         self._invocations.append(message)
         if self.worker is None:
             self.worker = asyncio.ensure_future(self._run())
+        elif self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)  # a parallel worker waiting for its running ones: a slot may be free
 
     def stream_message(self, message: CompletionMessage | StreamItemMessage) -> None:
         """An item or the end of a client upload stream; a protocol error for an unknown id or a flood."""
@@ -282,30 +285,55 @@ class HubDispatcher:
         return base
 
     async def _run(self) -> None:
+        """The worker: queued invocations one at a time (``MAX_PARALLEL_INVOCATIONS_PER_CLIENT`` = 1, as .NET),
+        or up to that many at once, their completions in any order."""
+        parallel = self.settings.max_parallel_invocations_per_client
+        running: set[asyncio.Task[None]] = set()
         try:
-            while self._invocations and self._accepting():
-                message = self._invocations.pop(0)
-                try:
-                    await self._invoke(message)
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # the connection is going away
-                    # The hub method raised CancelledError itself: fail this invocation only.
-                    logger.warning("signalr_groups: hub method %r raised CancelledError", message.target)
-                    self._complete(message.invocation_id, error=self.error_text(message.target, None))
-                except Exception as exc:
-                    logger.exception("signalr_groups: invoking %r failed", message.target)
-                    self._complete(message.invocation_id, error=self.error_text(message.target, exc))
-                finally:
-                    if message.invocation_id is not None:
-                        self._in_flight.discard(message.invocation_id)
-                # Between invocations, give the loop back when outboxes fill or time is up: the
-                # writers drain, and one client's burst does not stall the other connections.
-                if self._should_yield():
-                    await asyncio.sleep(0)
+            while self._accepting() and (self._invocations or running):
+                while self._invocations and len(running) < parallel and self._accepting():
+                    message = self._invocations.pop(0)
+                    if parallel == 1:
+                        await self._invoke_one(message)
+                    else:
+                        running.add(asyncio.ensure_future(self._invoke_one(message)))
+                    # Between invocations, give the loop back when outboxes fill or time is up: the
+                    # writers drain, and one client's burst does not stall the other connections.
+                    if self._should_yield():
+                        await asyncio.sleep(0)
+                if running:
+                    # Wait for a slot, or for a new invocation while slots are free.
+                    arrived = self._arrived = asyncio.get_running_loop().create_future()
+                    try:
+                        await asyncio.wait({*running, arrived}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        self._arrived = None
+                        arrived.cancel()
+                    running = {task for task in running if not task.done()}
         finally:
+            for task in running:
+                task.cancel()
+            for task in running:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             self.worker = None
+
+    async def _invoke_one(self, message: Invocation) -> None:
+        try:
+            await self._invoke(message)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the connection is going away
+            # The hub method raised CancelledError itself: fail this invocation only.
+            logger.warning("signalr_groups: hub method %r raised CancelledError", message.target)
+            self._complete(message.invocation_id, error=self.error_text(message.target, None))
+        except Exception as exc:
+            logger.exception("signalr_groups: invoking %r failed", message.target)
+            self._complete(message.invocation_id, error=self.error_text(message.target, exc))
+        finally:
+            if message.invocation_id is not None:
+                self._in_flight.discard(message.invocation_id)
 
     def _complete(self, invocation_id: str | None, **kwargs: Any) -> None:
         if invocation_id is None:

@@ -79,6 +79,10 @@ class _Member:
     def notify_hub(self, event: str, *args: Any) -> None:
         """No hub behind a stand-in."""
 
+    async def invoke_client(self, target: str, arguments: list[Any], timeout: float) -> Any:
+        """A stand-in has no client to ask."""
+        raise NotImplementedError
+
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Nothing to close."""
 

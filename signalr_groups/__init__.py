@@ -7,7 +7,13 @@ The public surface is small: subclass :class:`Hub`, mark the methods clients may
 
 from __future__ import annotations
 
-from signalr_groups.exceptions import HubError, SignalRGroupsError
+from signalr_groups.exceptions import (
+    ClientGoneError,
+    ClientResultError,
+    ClientResultTimeoutError,
+    HubError,
+    SignalRGroupsError,
+)
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.hubs.hub_context import HubContext, SyncHubContext, get_hub_context
 from signalr_groups.hubs.methods import hub_method
@@ -15,6 +21,9 @@ from signalr_groups.hubs.methods import hub_method
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClientGoneError",
+    "ClientResultError",
+    "ClientResultTimeoutError",
     "Hub",
     "HubContext",
     "HubError",

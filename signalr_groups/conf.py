@@ -75,6 +75,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     #: Filters around every hub's calls, connects and disconnects (instances, classes or import paths),
     #: before each hub's own ``Hub.filters``: see ``signalr_groups.hubs.filters``.
     "HUB_FILTERS": (),
+    #: Seconds ``clients.client(id).invoke(...)`` waits for the client's answer, unless given ``timeout``.
+    "CLIENT_RESULT_TIMEOUT": 30.0,
 }
 #: Every transport, in the order negotiate lists them.
 TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
@@ -95,6 +97,7 @@ _POSITIVE_NUMBERS: Final = (
     "ACCESS_TOKEN_LIFETIME",
     "LONG_POLLING_POLL_TIMEOUT",
     "DISCONNECT_TIMEOUT",
+    "CLIENT_RESULT_TIMEOUT",
 )
 _POSITIVE_INTS: Final = (
     "MAX_MESSAGE_SIZE",
@@ -149,6 +152,7 @@ class HubSettings:
     stream_buffer_capacity: int
     max_streams_per_connection: int
     hub_filters: tuple[Any, ...]
+    client_result_timeout: float
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
@@ -352,6 +356,7 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         stream_buffer_capacity=values["STREAM_BUFFER_CAPACITY"],
         max_streams_per_connection=values["MAX_STREAMS_PER_CONNECTION"],
         hub_filters=_hub_filters(values["HUB_FILTERS"]),
+        client_result_timeout=float(values["CLIENT_RESULT_TIMEOUT"]),
     )
 
 

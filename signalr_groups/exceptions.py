@@ -41,6 +41,18 @@ class HandshakeError(ProtocolError):
     """A handshake request the server cannot accept; its message goes into the handshake response."""
 
 
+class ClientResultError(SignalRGroupsError):
+    """A client result (``clients.client(id).invoke(...)``) failed: the client answered with an error."""
+
+
+class ClientResultTimeoutError(ClientResultError, TimeoutError):
+    """A client result did not come within its timeout."""
+
+
+class ClientGoneError(ClientResultError):
+    """The connection asked for a client result closed, or no server holds it."""
+
+
 class LimitExceededError(HubError):
     """A limit a deployer set was reached (``MAX_CONNECTIONS_PER_USER``, ``MAX_GROUPS_PER_CONNECTION``)."""
 

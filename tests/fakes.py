@@ -46,3 +46,6 @@ class FakeConnection:
 
     def notify_hub(self, event: str, *args: Any) -> None:
         self.hub_events.append((event, args))
+
+    async def invoke_client(self, target: str, arguments: list[Any], timeout: float) -> Any:
+        return [target, *arguments]  # a client that answers with what it was asked

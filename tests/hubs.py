@@ -11,7 +11,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from signalr_groups import Hub, HubError, hub_method
+from signalr_groups import ClientResultError, Hub, HubError, hub_method
 from signalr_groups.permissions import HasPermission, IsAuthenticated, IsStaff
 
 #: The connection ids of the server streams whose ``finally`` ran (in this server process).
@@ -193,6 +193,22 @@ class InteropHub(Hub):
     async def join_streams(self, separator: str, first: AsyncIterator[str], second: AsyncIterator[str]) -> str:
         """Reads two upload streams, one after the other."""
         return separator.join([item async for item in first] + [item async for item in second])
+
+    @hub_method
+    async def ask_caller(self, target: str, timeout: float) -> dict[str, Any]:
+        """A client result from the caller: its answer, or the exception it ended in."""
+        try:
+            return {"result": await self.clients.caller.invoke(target, "from the hub", timeout=timeout)}
+        except ClientResultError as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
+
+    @hub_method
+    async def ask_client(self, connection_id: str, target: str, timeout: float) -> dict[str, Any]:
+        """A client result from another connection (on any server process)."""
+        try:
+            return {"result": await self.clients.client(connection_id).invoke(target, timeout=timeout)}
+        except ClientResultError as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
 
     @hub_method
     async def server_times(self) -> dict[str, Any]:

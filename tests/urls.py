@@ -18,6 +18,7 @@ urlpatterns = [
     negotiate_path("protected", ProtectedHub),
     access_token_path("signalr/token"),
     path("ctx/send", views.context_send),
+    path("ctx/ask", views.context_ask),
     path("ctx/group", views.context_group),
     path("test/logout", views.logout_view),
     path("test/account", views.account_action),

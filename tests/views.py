@@ -9,8 +9,19 @@ from django.contrib.sessions.models import Session
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from signalr_groups import get_hub_context
+from signalr_groups import ClientResultError, get_hub_context
 from tests.hubs import InteropHub
+
+
+@csrf_exempt
+def context_ask(request: HttpRequest) -> HttpResponse:
+    """A plain view awaiting a client result through the hub context: the client's answer, or the error."""
+    body = json.loads(request.body)
+    proxy = get_hub_context(InteropHub).sync.clients.client(body["connection_id"])
+    try:
+        return JsonResponse({"result": proxy.invoke(body["target"], *body.get("args", []), timeout=body["timeout"])})
+    except ClientResultError as exc:
+        return JsonResponse({"error": type(exc).__name__, "message": str(exc)})
 
 
 @csrf_exempt

@@ -30,6 +30,8 @@ GROUP_MEMBERS: Final = "signalr.group_members"
 USER_GROUP_ACTION: Final = "signalr.user_group_action"
 #: List local connections (of a user, or in a group).
 LIST_CONNECTIONS: Final = "signalr.list_connections"
+#: Invoke a client method on a connection of the process that owns it and answer with its result.
+CLIENT_INVOKE: Final = "signalr.client_invoke"
 #: Client data of an HTTP-transport connection (a POST), relayed to the process that owns it.
 HTTP_SEND: Final = "signalr.http_send"
 #: A long poll relayed to the owner, which answers with what it had queued (or after the poll timeout).

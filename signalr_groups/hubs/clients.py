@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from signalr_groups.addressing import Address
-from signalr_groups.lifetime.sending import send
+from signalr_groups.conf import get_hub_settings
+from signalr_groups.lifetime.sending import invoke_client, send
 from signalr_groups.validation import check_group_name, check_ids
 
 
@@ -30,6 +31,21 @@ class ClientProxy:
         Raises :class:`~signalr_groups.exceptions.PayloadError` if ``args`` cannot be encoded as JSON.
         """
         await send(self._hub_key, self._address, target, args)
+
+    async def invoke(self, target: str, *args: Any, timeout: float | None = None) -> Any:
+        """Invoke client method ``target`` on this one connection and return the client's result.
+
+        Only for one connection (``clients.client(id)``, ``clients.caller``), on any server process.
+        Waits up to ``timeout`` seconds (``CLIENT_RESULT_TIMEOUT`` by default); raises
+        :class:`~signalr_groups.exceptions.ClientResultError` when the client answers with an error,
+        :class:`~signalr_groups.exceptions.ClientResultTimeoutError`, or
+        :class:`~signalr_groups.exceptions.ClientGoneError` when it disconnects first.
+        """
+        address = self._address
+        if address.kind != "connections" or len(address.names) != 1 or address.exclude:
+            raise TypeError("invoke() needs exactly one connection: clients.client(id) or clients.caller.")
+        wait = get_hub_settings().client_result_timeout if timeout is None else timeout
+        return await invoke_client(self._hub_key, address.names[0], target, list(args), wait)
 
 
 class HubClients:

@@ -60,6 +60,10 @@ class SyncClientProxy:
         """Invoke client method ``target`` with ``args`` on every recipient."""
         async_to_sync(self._proxy.send)(target, *args)
 
+    def invoke(self, target: str, *args: Any, timeout: float | None = None) -> Any:
+        """Invoke client method ``target`` on this one connection and return its result (see ``ClientProxy.invoke``)."""
+        return async_to_sync(self._proxy.invoke)(target, *args, timeout=timeout)
+
 
 class SyncHubClients:
     """Synchronous twin of :class:`~signalr_groups.hubs.clients.HubClients`."""

@@ -40,6 +40,9 @@ class LocalConnection(Protocol):
     def notify_hub(self, event: str, *args: Any) -> None:
         """Run the hub's lifecycle method ``event`` (``on_group_access_revoked``, ...) in the background."""
 
+    async def invoke_client(self, target: str, arguments: list[Any], timeout: float) -> Any:
+        """Invoke a client method and await the client's result."""
+
 
 def _anonymous_address(connection: LocalConnection) -> str | None:
     """The client address of an anonymous connection (no user identifier, no account); None otherwise."""

@@ -13,11 +13,18 @@ from typing import Any
 
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import get_layer, may_have_other_members
-from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, SEND, new_send_id
-from signalr_groups.backplane.rpc import ask_owner
+from signalr_groups.backplane.messages import ABORT, CLIENT_INVOKE, GROUP_ACTION, SEND, new_send_id
+from signalr_groups.backplane.rpc import AcknowledgedButUnansweredError, ask_owner, ask_owner_with_ack
 from signalr_groups.conf import get_hub_settings
-from signalr_groups.exceptions import GroupAccessDeniedError, InvalidTargetError
+from signalr_groups.exceptions import (
+    ClientGoneError,
+    ClientResultError,
+    ClientResultTimeoutError,
+    GroupAccessDeniedError,
+    InvalidTargetError,
+)
 from signalr_groups.lifetime.managers import get_manager, layer_to_ask
+from signalr_groups.protocol.json import encode_json, loads_strict
 from signalr_groups.protocol.serialized import SerializedInvocation
 from signalr_groups.validation import check_group_name
 
@@ -63,6 +70,55 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
         if msgpack:
             message["msgpack"] = msgpack
     await layer.group_send(address.layer_group(hub_key), message)
+
+
+#: Seconds beyond a client result's timeout that the asking process waits for the owner's answer.
+CLIENT_RESULT_MARGIN = 5.0
+#: A failed client result's kind, as the owner reports it, and the exception raised for it.
+CLIENT_RESULT_ERRORS: dict[str, type[ClientResultError]] = {
+    "client": ClientResultError,
+    "timeout": ClientResultTimeoutError,
+    "gone": ClientGoneError,
+}
+
+
+async def invoke_client(hub_key: str, connection_id: str, target: object, arguments: list[Any], timeout: float) -> Any:
+    """Invoke client method ``target`` on one connection, wherever it lives, and return the client's result.
+
+    Raises :class:`ClientResultError` (the client answered with an error),
+    :class:`ClientResultTimeoutError` or :class:`ClientGoneError` (it closed, or no server holds it).
+    Across processes the arguments and the result travel as JSON.
+    """
+    if not isinstance(target, str) or not target:
+        raise InvalidTargetError("The client method name (target) must be a non-empty string.")
+    manager = get_manager(hub_key)
+    if manager is not None:
+        connection = manager.connections.get(connection_id)
+        if connection is not None:
+            return await connection.invoke_client(target, list(arguments), timeout)
+    all_group = Address("all").layer_group(hub_key)
+    _manager, layer = layer_to_ask(hub_key, all_group)
+    if layer is None:
+        raise ClientGoneError(f"No server holds connection {connection_id!r}.")
+    message = {
+        "type": CLIENT_INVOKE,
+        "connection_id": connection_id,
+        "target": target,
+        "arguments": encode_json(list(arguments)),
+        "timeout": timeout,
+    }
+    ack_timeout = get_hub_settings().group_action_timeout
+    try:
+        # A fresh reply channel: the wait may outlast this process's manager (its last connection leaving).
+        reply = await ask_owner_with_ack(layer, all_group, message, ack_timeout, timeout + CLIENT_RESULT_MARGIN)
+    except AcknowledgedButUnansweredError as exc:
+        raise ClientResultTimeoutError(f"The client did not answer {target!r} within {timeout:g} s.") from exc
+    if reply is None:
+        raise ClientGoneError(f"No server holds connection {connection_id!r}.")
+    if "result" in reply.body:
+        return loads_strict(str(reply.body["result"]))
+    error = CLIENT_RESULT_ERRORS.get(str(reply.body.get("kind")), ClientResultError)
+    raise error(str(reply.body.get("error") or "The client result failed."))
 
 
 async def _command_owner(hub_key: str, message: dict[str, Any]) -> bool:

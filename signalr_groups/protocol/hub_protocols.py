@@ -94,6 +94,10 @@ class HubProtocol:
         """A StreamItem record (raises :class:`~signalr_groups.exceptions.PayloadError` for an item it cannot carry)."""
         raise NotImplementedError
 
+    def client_invocation(self, invocation_id: str, target: str, arguments: list[Any]) -> Frame:
+        """An Invocation that asks the client for a result."""
+        raise NotImplementedError
+
 
 class JsonHubProtocol(HubProtocol):
     """The JSON hub protocol: text records ending in 0x1E."""
@@ -128,6 +132,10 @@ class JsonHubProtocol(HubProtocol):
         """A JSON StreamItem record."""
         return json_protocol.write_stream_item(invocation_id, item)
 
+    def client_invocation(self, invocation_id: str, target: str, arguments: list[Any]) -> Frame:
+        """A JSON Invocation with an id."""
+        return json_protocol.write_invocation(target, arguments, invocation_id)
+
 
 class MessagePackHubProtocol(HubProtocol):
     """The MessagePack hub protocol: binary messages behind a VarInt length prefix."""
@@ -161,6 +169,10 @@ class MessagePackHubProtocol(HubProtocol):
     def stream_item(self, invocation_id: str, item: Any) -> Frame:
         """A MessagePack StreamItem message."""
         return messagepack.write_stream_item(invocation_id, item)
+
+    def client_invocation(self, invocation_id: str, target: str, arguments: list[Any]) -> Frame:
+        """A MessagePack Invocation with an id."""
+        return messagepack.write_invocation(target, arguments, invocation_id)
 
 
 JSON: Final = JsonHubProtocol()

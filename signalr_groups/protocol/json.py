@@ -56,9 +56,13 @@ def encode_json(value: Any) -> str:
     return text
 
 
-def write_invocation(target: str, arguments: list[Any] | tuple[Any, ...]) -> str:
-    """Return one non-blocking Invocation record, serialized once for every recipient."""
-    return encode_json({"type": 1, "target": target, "arguments": list(arguments)}) + RECORD_SEPARATOR
+def write_invocation(target: str, arguments: list[Any] | tuple[Any, ...], invocation_id: str | None = None) -> str:
+    """Return one Invocation record: non-blocking (serialized once for every recipient), or with an
+    ``invocation_id`` that asks the client for a result (a client result)."""
+    message: dict[str, Any] = {"type": 1, "target": target, "arguments": list(arguments)}
+    if invocation_id is not None:
+        message["invocationId"] = invocation_id
+    return encode_json(message) + RECORD_SEPARATOR
 
 
 def write_completion(

@@ -111,13 +111,13 @@ def _frame(message: list[Any]) -> bytes:
     return _varint(len(body)) + body
 
 
-def write_invocation(target: str, arguments: list[Any] | tuple[Any, ...]) -> bytes:
-    """Return one non-blocking Invocation frame, ``[1, {}, nil, target, [arguments], []]``.
+def write_invocation(target: str, arguments: list[Any] | tuple[Any, ...], invocation_id: str | None = None) -> bytes:
+    """Return one Invocation frame, ``[1, {}, invocationId|nil, target, [arguments], []]`` (nil: non-blocking).
 
     The empty StreamIds array is what the .NET server writes; the JS client reads the first five elements
-    and ignores the rest.
+    and ignores the rest. An ``invocation_id`` asks the client for a result (a client result).
     """
-    return _frame([MessageType.INVOCATION.value, {}, None, target, list(arguments), []])
+    return _frame([MessageType.INVOCATION.value, {}, invocation_id, target, list(arguments), []])
 
 
 def write_completion(

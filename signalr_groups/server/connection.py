@@ -21,7 +21,7 @@ from django.db import DatabaseError
 
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
-from signalr_groups.exceptions import LimitExceededError, ProtocolError
+from signalr_groups.exceptions import ClientGoneError, LimitExceededError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
@@ -143,6 +143,12 @@ class HubConnection:
             frame = message.json if self.protocol is JSON else self.protocol.invocation(message)
             if frame:
                 self.outbox.put(frame)
+
+    async def invoke_client(self, target: str, arguments: list[Any], timeout: float) -> Any:
+        """Invoke ``target`` on this client and return its result (a client result; see :mod:`.client_results`)."""
+        if not self.state.accepting:
+            raise ClientGoneError("The connection is closed.")
+        return await self.dispatcher.client_results.invoke(self.write, self.protocol, target, arguments, timeout)
 
     def write(self, frame: Frame) -> None:
         """Queue a record written for this connection alone (dropped once the connection is closing)."""

@@ -47,6 +47,7 @@ from signalr_groups.protocol.messages import (
     StreamItemMessage,
 )
 from signalr_groups.rate_limits import TokenBucket
+from signalr_groups.server.client_results import ClientResults
 from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class HubDispatcher:
         self.streams = StreamingCalls(settings.stream_buffer_capacity)
         self._room = room
         self._arrived: asyncio.Future[None] | None = None
+        #: Client results this connection's client owes the server.
+        self.client_results = ClientResults()
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
         rate = settings.max_invocations_per_second
@@ -194,6 +197,8 @@ class HubDispatcher:
     def stream_message(self, message: CompletionMessage | StreamItemMessage) -> None:
         """An item or the end of a client upload stream; a protocol error for an unknown id or a flood."""
         stream_id = message.invocation_id
+        if isinstance(message, CompletionMessage) and self.client_results.complete(message):
+            return  # a client result
         if isinstance(message, StreamItemMessage):
             known = self.streams.item(stream_id, message.item)
         else:
@@ -212,6 +217,7 @@ class HubDispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._invocations.clear()
+        self.client_results.close()
         await self.streams.stop()
 
     # ------------------------------------------------------------------ running

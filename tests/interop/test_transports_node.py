@@ -187,3 +187,17 @@ def test_streams_both_ways(live_server_process, live_users, node, transport, pro
     assert failing["error"] == (
         "An error occurred on the server while streaming results. HubException: the stream broke"
     ), failing
+
+
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
+def test_client_results_from_the_caller(live_server_process, live_users, node, transport, protocol):
+    """connection.on("GetMessage", () => value) answers a hub method's clients.caller.invoke(); a throwing
+    handler is a ClientResultError, a silent one a timeout."""
+    url = live_server_process.http_url + "/interop"
+    results = {"GetMessage": {"value": {"text": "x", "n": 1}}, "Boom": {"throw": "boom"}, "Hang": {"hang": True}}
+    _connect(node, "c", url, transport, protocol, cookie=live_users["alice"], results=results)
+    assert node.invoke("c", "AskCaller", "GetMessage", 5) == {"result": {"text": "x", "n": 1}}
+    thrown = node.invoke("c", "AskCaller", "Boom", 5)
+    assert thrown["error"] == "ClientResultError" and "boom" in thrown["message"], thrown
+    assert node.invoke("c", "AskCaller", "Hang", 0.3)["error"] == "ClientResultTimeoutError"
+    assert node.invoke("c", "Echo", "still connected") == "still connected"

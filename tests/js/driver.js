@@ -35,6 +35,15 @@ async function handle(cmd) {
       for (const target of cmd.events || []) {
         connection.on(target, (...args) => record.events.push({ target, args }));
       }
+      // Client results: {"Target": {"value": v} | {"throw": "message"} | {"hang": true}}.
+      for (const [target, answer] of Object.entries(cmd.results || {})) {
+        connection.on(target, (...args) => {
+          record.events.push({ target: "__asked__", args: [target, ...args] });
+          if (answer.throw) throw new Error(answer.throw);
+          if (answer.hang) return new Promise(() => {});
+          return answer.value;
+        });
+      }
       connection.onclose((error) => record.events.push({ target: "__closed__", args: [error ? error.message : null] }));
       connection.onreconnecting(() => record.events.push({ target: "__reconnecting__", args: [] }));
       connection.onreconnected((id) => record.events.push({ target: "__reconnected__", args: [id] }));

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -582,3 +583,35 @@ async def test_row41_a_server_killed_mid_fan_out_sends_each_message_once_or_not_
     for got in b_got + a_got:
         assert len(got) == len(set(got)), "a member got a message twice"
         assert got == sorted(got), "a member got messages out of order"
+
+
+def test_client_results_across_processes(cluster_settings, live_users, node: NodeDriver):
+    """A client on B answers client results asked by a hub method on A and by a Django view on A (through
+    the hub context): its value, its thrown error, its silence (a timeout), and its leaving (gone)."""
+    cluster = cluster_settings
+    results = {"GetMessage": {"value": "x"}, "Boom": {"throw": "boom"}, "Hang": {"hang": True}}
+    answerer = _connect(node, "answerer", cluster.b, live_users["alice"], results=results)
+    leaver = _connect(node, "leaver", cluster.b, live_users["bob"], results=results)
+    _connect(node, "asker", cluster.a, live_users["bob"])
+
+    assert node.invoke("asker", "AskClient", answerer, "GetMessage", 5) == {"result": "x"}
+    assert cluster.a.post_json("/ctx/ask", {"connection_id": answerer, "target": "GetMessage", "timeout": 5}) == {
+        "result": "x"
+    }
+    thrown = node.invoke("asker", "AskClient", answerer, "Boom", 5)
+    assert thrown["error"] == "ClientResultError" and "boom" in thrown["message"], thrown
+    started = time.monotonic()
+    silent = cluster.a.post_json("/ctx/ask", {"connection_id": answerer, "target": "Hang", "timeout": 0.5})
+    assert silent["error"] == "ClientResultTimeoutError" and time.monotonic() - started < 3, silent
+
+    outcome: dict[str, Any] = {}
+    asking = threading.Thread(
+        target=lambda: outcome.update(
+            cluster.a.post_json("/ctx/ask", {"connection_id": leaver, "target": "Hang", "timeout": 8})
+        )
+    )
+    asking.start()
+    node.wait_for("leaver", lambda events: any(e["target"] == "__asked__" for e in events))
+    node.stop("leaver")
+    asking.join(10)
+    assert outcome.get("error") == "ClientGoneError", outcome

@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from signalr_groups import Hub, HubError, hub_method
+from signalr_groups.hubs.filters import RateLimitFilter
 from signalr_groups.permissions import IsAuthenticated
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class ChatHub(Hub):
     hub_name = "chat"
     #: Rooms that need a grant (Django admin → Group access grants); every other room is open.
     restricted_groups = ("vip-*", "staff-room")
+    #: Posting is rate-limited per user, across all of their tabs and devices: 10 messages a second
+    #: on average, bursts of 10 (over that, the post fails with "Too many calls" and is not stored).
+    filters = (RateLimitFilter(rate=10, methods=["SendToRoom", "SendPrivate"]),)
 
     def _who(self) -> str:
         return self.context.user_identifier or f"anonymous-{self.context.connection_id[:6]}"

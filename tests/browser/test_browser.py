@@ -187,6 +187,32 @@ def test_join_and_leave_notices_count_people_not_tabs(browser: Browser, site: De
     expect(watcher.locator("#presence-count")).to_have_text("1 person in this room")
 
 
+def test_a_burst_of_posts_is_rate_limited_and_other_users_are_not(
+    browser: Browser, site: DemoSite, contexts: list[Any]
+) -> None:
+    """The demo's ChatHub uses RateLimitFilter: 25 posts at once from alice's page are cut at her
+    10-message burst (the rest fail, not stored), the page says why, and bob posts as usual."""
+    alice = log_in(browser, site, "alice")
+    open_room(alice, site, "random")
+    bob = log_in(browser, site, "bob")
+    open_room(bob, site, "random")
+    alice.evaluate(
+        """() => {
+            for (let i = 0; i < 25; i++) {
+                document.getElementById("message").value = "burst " + i;
+                document.getElementById("message-form").requestSubmit();
+            }
+        }"""
+    )
+    expect(alice.locator("#status")).to_contain_text("Too many calls: at most 10 a second.")
+    wait_until(bob, lambda: len([m for m in messages_of(bob) if m.startswith("burst ")]) >= 10)
+    bob.wait_for_timeout(300)
+    burst = [m for m in messages_of(bob) if m.startswith("burst ")]
+    assert 10 <= len(burst) < 25, burst  # the bucket refills at 10 a second while the burst is handled
+    send(bob, "bob is not limited by alice's burst")
+    expect(alice.locator("#messages li .text").last).to_have_text("bob is not limited by alice's burst")
+
+
 def test_html_in_messages_and_room_names_is_shown_as_text(
     browser: Browser, site: DemoSite, contexts: list[Any]
 ) -> None:

@@ -389,6 +389,9 @@ class HubLifetimeManager:
         connection = self.registry.connections.get(message["connection_id"])
         if connection is None:
             return None  # another process owns it
+        request_id = message.get("request_id")
+        if request_id is not None and not self._recent_sends.first_time(f"invoke:{request_id}"):
+            return None  # a layer's redelivery (see RecentIds): the client is asked once
         self.spawn(self._answer_client_invoke(connection, message))
         return None
 
@@ -406,6 +409,9 @@ class HubLifetimeManager:
             body = {"error": str(exc), "kind": "gone"}
         except (ClientResultError, SignalRGroupsError) as exc:
             body = {"error": str(exc), "kind": "client"}
+        except Exception as exc:
+            logger.exception("signalr_groups: a client result for %s failed", message.get("connection_id"))
+            body = {"error": f"The client result failed: {type(exc).__name__}", "kind": "client"}
         await answer(self.layer, message, self.channel_name, body=body)
 
     async def _receive_loop(self, membership: LayerMembership) -> None:

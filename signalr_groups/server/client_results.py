@@ -18,8 +18,8 @@ from signalr_groups.exceptions import ClientGoneError, ClientResultError, Client
 from signalr_groups.protocol.hub_protocols import Frame, HubProtocol
 from signalr_groups.protocol.messages import CompletionMessage
 
-#: Ids of calls that timed out, remembered so that their late answers are ignored (not a protocol error).
-LATE_IDS: Final = 256
+#: Ids of calls given up on, remembered so that their late answers are ignored (not a protocol error).
+LATE_IDS: Final = 4096
 #: Pending client results one connection may have at once.
 MAX_PENDING: Final = 1000
 
@@ -54,10 +54,11 @@ class ClientResults:
             write(frame)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError as exc:
-            self._late.append(invocation_id)
             raise ClientResultTimeoutError(f"The client did not answer {target!r} within {timeout:g} s.") from exc
         finally:
-            self._pending.pop(invocation_id, None)
+            if self._pending.pop(invocation_id, None) is not None:
+                # Given up on (a timeout, or the awaiting call cancelled): its late answer is ignored.
+                self._late.append(invocation_id)
 
     def complete(self, message: CompletionMessage) -> bool:
         """Route a client's Completion; False if it answers none of this connection's calls."""

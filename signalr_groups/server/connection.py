@@ -132,6 +132,7 @@ class HubConnection:
         self._writer: asyncio.Task[None] | None = None
         self._receive: ASGIReceive | None = None
         self._client_gone = False
+        self._waiting_on_streams = False
         self.last_receive = time.monotonic()
         self.client_pinged = False
 
@@ -179,7 +180,7 @@ class HubConnection:
         if not self.state.accepting:
             return
         settings = self.settings
-        if self.dispatcher.worker is not None:
+        if self.dispatcher.worker is not None or self._waiting_on_streams:
             # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
             self.last_receive = now
         elif self.client_pinged and now - self.last_receive > settings.client_timeout:
@@ -397,13 +398,18 @@ class HubConnection:
             records, error = reader.feed(data)
             await self._process(records, error)
             full = self.dispatcher.streams.full_upload()
-            if full is not None and self.state.accepting:
-                # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on.
+            while full is not None and self.state.accepting:
+                # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on
+                # (or its call ends). Like a running invocation, this pauses the client timeout.
                 self.flow.pause_reading("streams")
+                self._waiting_on_streams = True
                 try:
                     await self._wait_or_stop(full.room())
                 finally:
+                    self._waiting_on_streams = False
                     self.flow.resume_reading("streams")
+                self.last_receive = time.monotonic()
+                full = self.dispatcher.streams.full_upload()
             worker = self.dispatcher.worker
             if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
                 # Backpressure: stop reading the socket until the queued invocations have run.

@@ -151,7 +151,7 @@ class HubDispatcher:
         if message.stream_ids:
             # Opened before the call is checked: the client's items may follow in the same frame.
             streams = self.streams
-            if len(streams.uploads) + len(streams.discarded) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
+            if len(streams.uploads) + len(message.stream_ids) > MAX_CLIENT_STREAMS:
                 raise ProtocolError(f"Too many client streams (more than {MAX_CLIENT_STREAMS}).")
             reused = next((i for i in message.stream_ids if i in streams.uploads or i in streams.discarded), None)
             if reused is not None or len(set(message.stream_ids)) != len(message.stream_ids):
@@ -377,9 +377,8 @@ class HubDispatcher:
             return None
         if len(message.stream_ids) != len(method.stream_params):
             expected = len(method.stream_params)
-            self._complete(
-                invocation_id, error=f"Client sent {len(message.stream_ids)} stream(s), Hub method expects {expected}."
-            )
+            mismatch = HubError(f"Client sent {len(message.stream_ids)} stream(s), Hub method expects {expected}.")
+            self._complete(invocation_id, error=self.error_text(target, mismatch))  # (.NET throws a HubException)
             return None
         problem = method.binding_error(message.arguments)
         if problem is not None:
@@ -403,11 +402,13 @@ class HubDispatcher:
         """A streaming call: a server stream's items then a Completion, or a call reading upload streams."""
         invocation_id = message.invocation_id
         method: HubMethod | None = None
+        streaming = False
         try:
             method = await self._resolve(message)
             if method is None:
                 return
             result = await self.call_method(method, method.bind(message.arguments, uploads))
+            streaming = method.is_stream  # (a failure before this point is the call's, not the stream's)
             if method.is_stream:
                 stream_id = invocation_id or ""
                 protocol = self.protocol
@@ -425,7 +426,7 @@ class HubDispatcher:
         except Exception as exc:
             if not isinstance(exc, HubError):
                 logger.exception("signalr_groups: streaming call %r raised", message.target)
-            if method is not None and method.is_stream:
+            if streaming:
                 self._complete(invocation_id, error=self.described(STREAM_ERROR, exc))
             else:
                 self._complete(invocation_id, error=self.error_text(message.target, exc))

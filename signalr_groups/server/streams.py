@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final
 
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: An upload stream may hold this many times its capacity within one frame before it is a protocol error.
 OVERFLOW_FACTOR: Final = 10
+#: Upload ids remembered after their call ended, to drop what the client still sends on them.
+MAX_DISCARDED: Final = 1000
 
 
 class ClientStreamError(Exception):
@@ -65,8 +67,25 @@ class UploadStream:
             self._done, self._error = True, error
             self._wake_reader()
 
+    @property
+    def done(self) -> bool:
+        """Whether the stream ended (by the client, or abandoned)."""
+        return self._done
+
+    def abandon(self) -> None:
+        """Nobody will read the stream any more (its call ended): drop the buffer and release a waiting reader of the socket."""
+        self._items.clear()
+        self.complete("The call ended.")
+        self._wake_room()
+
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            self._room = None
+            room.set_result(None)
+
     async def room(self) -> None:
-        """Wait until the hub method has read the buffer below its capacity (or the stream ended)."""
+        """Wait until the hub method has read the buffer below its capacity (or the stream was abandoned)."""
         while self.full:
             room = self._room
             if room is None or room.done():
@@ -89,10 +108,7 @@ class UploadStream:
                 self._reader = None
         item = self._items.popleft()
         if len(self._items) < self.capacity:
-            room = self._room
-            if room is not None and not room.done():
-                self._room = None
-                room.set_result(None)
+            self._wake_room()
         return item
 
     def _wake_reader(self) -> None:
@@ -107,8 +123,9 @@ class StreamingCalls:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.uploads: dict[str, UploadStream] = {}
-        #: Upload ids whose call failed before it ran: their items are dropped until the client ends them.
-        self.discarded: set[str] = set()
+        #: Upload ids whose call ended before the client ended them: their items are dropped until it does
+        #: (the most recent :data:`MAX_DISCARDED` only).
+        self.discarded: OrderedDict[str, None] = OrderedDict()
         self._calls: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._anonymous = 0
@@ -128,8 +145,11 @@ class StreamingCalls:
         for stream in streams:
             if self.uploads.get(stream.stream_id) is stream:
                 del self.uploads[stream.stream_id]
-                if discard and not stream._done:
-                    self.discarded.add(stream.stream_id)
+                if discard and not stream.done:
+                    self.discarded[stream.stream_id] = None
+                    while len(self.discarded) > MAX_DISCARDED:
+                        self.discarded.popitem(last=False)
+            stream.abandon()
 
     def item(self, stream_id: str, item: Any) -> bool:
         """Route an upload item; False if no stream of that id is open (or being dropped)."""
@@ -146,14 +166,14 @@ class StreamingCalls:
             stream.complete(error)
             return True
         if stream_id in self.discarded:
-            self.discarded.discard(stream_id)
+            del self.discarded[stream_id]
             return True
         return False
 
     def full_upload(self) -> UploadStream | None:
         """An upload whose buffer is full (the connection should wait for it before reading on)."""
         for stream in self.uploads.values():
-            if stream.full:
+            if stream.full and not stream.done:
                 return stream
         return None
 
@@ -166,11 +186,12 @@ class StreamingCalls:
             key = invocation_id
         task = asyncio.ensure_future(call)
         self._calls[key] = task
-        task.add_done_callback(lambda _task: self._finished(key))
+        task.add_done_callback(lambda done: self._finished(key, done))
 
-    def _finished(self, key: str) -> None:
-        self._calls.pop(key, None)
-        self._cancelled.discard(key)
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+            self._cancelled.discard(key)
 
     def cancel(self, invocation_id: str) -> None:
         """The client no longer wants this stream (a CancelInvocation); an unknown id is ignored."""
@@ -192,7 +213,7 @@ class StreamingCalls:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for stream in list(self.uploads.values()):
-            stream.complete("The connection closed.")
+            stream.abandon()
 
 
 async def pump_stream(

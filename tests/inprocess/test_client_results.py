@@ -103,3 +103,22 @@ async def test_a_connection_nobody_holds_is_gone():
         assert result["error"] == "ClientGoneError"
     finally:
         await client.disconnect()
+
+
+async def test_an_answer_for_a_caller_that_left_is_ignored():
+    """A awaits B's answer, then A disconnects: B's late answer is not a protocol error (B stays)."""
+    target, asker = HubClient(), HubClient()
+    for client in (target, asker):
+        await client.connect()
+    try:
+        target_id = await target.invoke("GetConnectionId")
+        await asker.send_record(
+            {"type": 1, "invocationId": "1", "target": "AskClient", "arguments": [target_id, "Pick", 5]}
+        )
+        invocation = await _asked(target)
+        await asker.disconnect()
+        await asyncio.sleep(0.1)
+        await target.send_record({"type": 3, "invocationId": invocation["invocationId"], "result": "late"})
+        await target.assert_echo()
+    finally:
+        await target.disconnect()

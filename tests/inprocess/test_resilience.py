@@ -112,7 +112,12 @@ async def test_upload_stream_items_for_a_method_without_streams_are_dropped_not_
             '{"type":2,"invocationId":"7","item":1}\x1e{"type":3,"invocationId":"7"}\x1e'
         )
         record = await client.receive_record()
-        assert record == {"type": 3, "invocationId": "1", "error": "Client sent 1 stream(s), Hub method expects 0."}
+        assert record == {
+            "type": 3,
+            "invocationId": "1",
+            "error": "An unexpected error occurred invoking 'Echo' on the server. "
+            "HubException: Client sent 1 stream(s), Hub method expects 0.",
+        }
         await client.assert_echo()
         # Once completed, the stream id is unknown again: a further item is a protocol error.
         await client.send_text('{"type":2,"invocationId":"7","item":1}\x1e')

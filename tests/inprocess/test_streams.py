@@ -142,7 +142,8 @@ async def test_a_stream_count_mismatch_is_answered(client):
     assert await client.receive_record() == {
         "type": 3,
         "invocationId": "u",
-        "error": "Client sent 0 stream(s), Hub method expects 1.",
+        "error": "An unexpected error occurred invoking 'SumStream' on the server. "
+        "HubException: Client sent 0 stream(s), Hub method expects 1.",
     }
 
 
@@ -169,6 +170,19 @@ async def test_items_after_an_upload_ended_are_protocol_errors(client):
     await client.assert_closed(
         "Connection closed with an error. ProtocolError: Received a message for unknown invocation ID '7'."
     )
+
+
+@pytest.mark.parametrize("target", ["JoinStreams", "NoSuchMethod"])
+async def test_a_full_upload_whose_call_ended_does_not_stall_the_connection(client, target):
+    """The call ends (one stream errored, or the method does not exist) while another of its uploads is
+    full and the server stopped reading for it: the connection reads again."""
+    frames = record({"type": 1, "invocationId": "j", "target": target, "arguments": ["-"], "streamIds": ["a", "b"]})
+    frames += "".join(record({"type": 2, "invocationId": "b", "item": str(n)}) for n in range(12))
+    frames += record({"type": 3, "invocationId": "a", "error": "gave up"})
+    await client.send_text(frames)
+    completion = await client.receive_record()
+    assert completion["invocationId"] == "j" and "error" in completion
+    await client.assert_echo()  # not stalled behind the abandoned upload
 
 
 async def test_a_cancel_for_an_unknown_id_is_ignored(client):

@@ -13,7 +13,7 @@ browser), so it is accepted and authenticated like any other request.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -79,3 +79,53 @@ def _same_origin(scope: dict[str, Any], scheme: str, netloc: str) -> bool:
     if scope.get("scheme") == "wss" and scheme != "https":
         return False
     return (origin_port or _DEFAULT_PORTS[scheme]) == (host_port or _DEFAULT_PORTS[scheme])
+
+
+#: The request headers the official browser client sends with its cross-origin HTTP requests.
+CORS_ALLOWED_HEADERS: Final = "authorization, content-type, x-requested-with, x-signalr-user-agent"
+#: Seconds a browser may cache a preflight answer.
+CORS_MAX_AGE: Final = "600"
+
+
+def listed_origin(origin: str | None) -> str | None:
+    """``origin`` if ``ALLOWED_ORIGINS`` lists it (or ``"*"``), else None.
+
+    CORS is answered only for origins listed explicitly: the same-origin default needs none, and a
+    page on another origin must be named to read negotiate's answer or use SSE and long polling.
+    """
+    allowed_origins = get_hub_settings().allowed_origins
+    if origin is None or allowed_origins is None:
+        return None
+    try:
+        parsed = urlparse(origin)
+    except ValueError:
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    normalized = f"{parsed.scheme}://{parsed.netloc}".lower()
+    if "*" in allowed_origins or normalized in (item.rstrip("/").lower() for item in allowed_origins):
+        return origin
+    return None
+
+
+def cors_headers(origin: str | None, *, preflight: bool = False) -> list[tuple[str, str]]:
+    """The CORS response headers for a request from ``origin`` (none if it is not listed).
+
+    With credentials (the official client sends cookies: ``withCredentials``), so the origin is
+    echoed, never ``*``.
+    """
+    allowed = listed_origin(origin)
+    if allowed is None:
+        return []
+    headers = [
+        ("Access-Control-Allow-Origin", allowed),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+    ]
+    if preflight:
+        headers += [
+            ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
+            ("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS),
+            ("Access-Control-Max-Age", CORS_MAX_AGE),
+        ]
+    return headers

@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.auth.connection_tokens import issue
 from signalr_groups.auth.identity import bearer_from_header, user_from_token
+from signalr_groups.auth.origin import cors_headers, listed_origin
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
@@ -76,6 +77,16 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
 
     @csrf_exempt
     async def negotiate(request: HttpRequest) -> HttpResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and listed_origin(origin) is not None:
+            # A cross-origin page's preflight (the client's custom headers and credentials need one).
+            return HttpResponse(status=204, headers=dict(cors_headers(origin, preflight=True)))
+        response = await limited(request)
+        for name, value in cors_headers(origin):
+            response[name] = value
+        return response
+
+    async def limited(request: HttpRequest) -> HttpResponse:
         if too_often(request):
             return HttpResponse(
                 "Too many negotiate requests from your address; retry later.",

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver, path
 
+from signalr_groups.auth.origin import cors_headers, listed_origin
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.server.endpoint import HubConsumer
 from signalr_groups.server.http_endpoint import HubHttpEndpoint
@@ -73,11 +74,45 @@ class HubHttpRouter:
         path = path.lstrip("/")
         for pattern, endpoint, app in self._routes:
             if pattern.match(path) is not None:
+                origin = _origin(scope)
+                if scope.get("method") == "OPTIONS" and listed_origin(origin) is not None:
+                    await _preflight(send, origin)
+                    return
+                headers = cors_headers(origin)
+                if headers:
+                    send = _with_headers(send, headers)
                 # An established connection's poll or POST skips the session and auth middleware.
                 if not await endpoint.serve_established(scope, receive, send):
                     await app(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
+
+
+def _origin(scope: dict[str, Any]) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"origin":
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _preflight(send: Any, origin: str | None) -> None:
+    """Answer a listed origin's CORS preflight for the hub's path."""
+    headers = [(name.lower().encode(), value.encode("latin-1")) for name, value in cors_headers(origin, preflight=True)]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_headers(send: Any, headers: list[tuple[str, str]]) -> Any:
+    """``send`` that adds ``headers`` to the response start (CORS for a listed origin)."""
+    extra = [(name.lower().encode(), value.encode("latin-1")) for name, value in headers]
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    sending.__wrapped__ = send  # type: ignore[attr-defined]  # the server's own send, for flow control
+    return sending
 
 
 def access_token_path(route: str = "signalr/token") -> URLPattern:

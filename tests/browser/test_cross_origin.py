@@ -39,12 +39,16 @@ PAGE = """<!doctype html>
 """
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No request log on the test's output."""
+
+
 class StaticSite:
     """A static file server on a free loopback port, in a thread (stopped by the fixture)."""
 
     def __init__(self, directory: Path) -> None:
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-        handler.log_message = lambda *args: None  # type: ignore[method-assign]
+        handler = functools.partial(_QuietHandler, directory=str(directory))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
         self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -9,7 +9,7 @@ from channels.routing import ProtocolTypeRouter
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from signalr_groups.auth.origin import origin_allowed
+from signalr_groups.auth.origin import cors_headers, listed_origin, origin_allowed
 from signalr_groups.checks import CHECK_IDS, check_settings
 from signalr_groups.conf import get_hub_settings
 
@@ -194,3 +194,17 @@ async def _plain_http(scope, receive, send):  # pragma: no cover - never served
 
 
 APP_WITHOUT_HTTP_ROUTER = ProtocolTypeRouter({"http": _plain_http})
+
+
+def test_cors_headers_only_for_listed_origins():
+    with override_settings(SIGNALR_GROUPS={"ALLOWED_ORIGINS": ["https://app.example.com"]}):
+        assert listed_origin("https://APP.example.com") == "https://APP.example.com"
+        assert listed_origin("https://evil.example.com") is None
+        assert listed_origin("null") is None and listed_origin(None) is None
+        headers = dict(cors_headers("https://app.example.com", preflight=True))
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"  # echoed, never "*"
+        assert headers["Access-Control-Allow-Credentials"] == "true"
+        assert "x-signalr-user-agent" in headers["Access-Control-Allow-Headers"]
+        assert cors_headers("https://evil.example.com") == []
+    with override_settings(SIGNALR_GROUPS={}):  # the same-origin default needs no CORS
+        assert cors_headers("https://app.example.com") == []

@@ -29,7 +29,7 @@ class ClientResults:
 
     def __init__(self) -> None:
         self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._late: collections.deque[str] = collections.deque(maxlen=LATE_IDS)
+        self._late: collections.deque[str] | None = None  # (made when first needed)
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -58,13 +58,15 @@ class ClientResults:
         finally:
             if self._pending.pop(invocation_id, None) is not None:
                 # Given up on (a timeout, or the awaiting call cancelled): its late answer is ignored.
+                if self._late is None:
+                    self._late = collections.deque(maxlen=LATE_IDS)
                 self._late.append(invocation_id)
 
     def complete(self, message: CompletionMessage) -> bool:
         """Route a client's Completion; False if it answers none of this connection's calls."""
         future = self._pending.pop(message.invocation_id, None)
         if future is None:
-            return message.invocation_id in self._late
+            return self._late is not None and message.invocation_id in self._late
         if not future.done():
             if message.error is not None:
                 future.set_exception(ClientResultError(message.error))

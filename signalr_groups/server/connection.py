@@ -397,7 +397,7 @@ class HubConnection:
                 data = message.get("bytes") or b""
             records, error = reader.feed(data)
             await self._process(records, error)
-            full = self.dispatcher.streams.full_upload()
+            full = self.dispatcher.full_upload()
             while full is not None and self.state.accepting:
                 # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on
                 # (or its call ends). Like a running invocation, this pauses the client timeout.
@@ -409,7 +409,7 @@ class HubConnection:
                     self._waiting_on_streams = False
                     self.flow.resume_reading("streams")
                 self.last_receive = time.monotonic()
-                full = self.dispatcher.streams.full_upload()
+                full = self.dispatcher.full_upload()
             worker = self.dispatcher.worker
             if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
                 # Backpressure: stop reading the socket until the queued invocations have run.

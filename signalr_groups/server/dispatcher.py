@@ -92,18 +92,39 @@ class HubDispatcher:
         self._on_close = on_close
         self._invocations: list[Invocation] = []
         self._in_flight: set[str] = set()
-        #: Upload streams and streaming calls (they run beside the one-at-a-time queue).
-        self.streams = StreamingCalls(settings.stream_buffer_capacity)
+        # Made on first use (most connections never stream nor owe a client result): an idle
+        # connection should cost as little memory as possible.
+        self._streams: StreamingCalls | None = None
+        self._client_results: ClientResults | None = None
         self._room = room
         self._arrived: asyncio.Future[None] | None = None
-        #: Client results this connection's client owes the server.
-        self.client_results = ClientResults()
+
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
         rate = settings.max_invocations_per_second
         self._rate = TokenBucket(rate) if rate is not None else None
         self._refused = 0
         self._refusals_logged = -60.0
+
+    @property
+    def streams(self) -> StreamingCalls:
+        """Upload streams and streaming calls (they run beside the one-at-a-time queue)."""
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = StreamingCalls(self.settings.stream_buffer_capacity)
+        return streams
+
+    @property
+    def client_results(self) -> ClientResults:
+        """Client results this connection's client owes the server."""
+        results = self._client_results
+        if results is None:
+            results = self._client_results = ClientResults()
+        return results
+
+    def full_upload(self) -> UploadStream | None:
+        """An upload stream whose buffer is full (the connection waits for it before reading on)."""
+        return self._streams.full_upload() if self._streams is not None else None
 
     @property
     def pending(self) -> int:
@@ -138,7 +159,8 @@ class HubDispatcher:
         elif isinstance(message, CloseMessage):
             self._on_close()
         elif isinstance(message, CancelInvocationMessage):
-            self.streams.cancel(message.invocation_id)  # (an unknown id is ignored, as the spec says)
+            if self._streams is not None:  # (an unknown id is ignored, as the spec says)
+                self._streams.cancel(message.invocation_id)
         elif isinstance(message, (CompletionMessage, StreamItemMessage)):
             self.stream_message(message)
 
@@ -197,7 +219,8 @@ class HubDispatcher:
     def stream_message(self, message: CompletionMessage | StreamItemMessage) -> None:
         """An item or the end of a client upload stream; a protocol error for an unknown id or a flood."""
         stream_id = message.invocation_id
-        if isinstance(message, CompletionMessage) and self.client_results.complete(message):
+        results = self._client_results
+        if isinstance(message, CompletionMessage) and results is not None and results.complete(message):
             return  # a client result
         if isinstance(message, StreamItemMessage):
             known = self.streams.item(stream_id, message.item)
@@ -217,8 +240,10 @@ class HubDispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._invocations.clear()
-        self.client_results.close()
-        await self.streams.stop()
+        if self._client_results is not None:
+            self._client_results.close()
+        if self._streams is not None:
+            await self._streams.stop()
 
     # ------------------------------------------------------------------ running
 

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
-
-from django.conf import settings as django_settings
-from django.http import parse_cookie
 
 from signalr_groups.auth.connection_tokens import resolve
 from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
-from signalr_groups.auth.identity import bearer_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_CANCEL, HTTP_PROBE, HTTP_SEND
@@ -38,6 +32,14 @@ from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnectio
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
 from signalr_groups.server.flow import FlowControl, http_flow_control_for
 from signalr_groups.server.http_relay import Relay, RelayUnavailableError
+from signalr_groups.server.http_requests import (
+    credential_fingerprint,
+    respond,
+    unless_client_leaves,
+    until_disconnect,
+    wants_event_stream,
+    while_client_stays,
+)
 from signalr_groups.server.http_transports import (
     NO_CACHE_HEADERS,
     HttpConnection,
@@ -63,76 +65,6 @@ MAX_WAITING_POSTS: Final = 4
 RELAYED_POLL_MARGIN: Final = 5.0
 
 NOT_FOUND: Final = b"No Connection with that ID"
-
-
-async def respond(
-    send: ASGISend,
-    status: int,
-    body: bytes = b"",
-    *,
-    content_type: bytes = b"text/plain",
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """A complete response."""
-    all_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or ())]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def credential_fingerprint(scope: dict[str, Any]) -> str:
-    """A digest of the credentials a request presents: its bearer token, else its session cookie, else none."""
-    token = bearer_from_scope(scope)
-    if token is not None:
-        material = "bearer:" + token
-    else:
-        material = "session:" + (_cookie(scope, django_settings.SESSION_COOKIE_NAME) or "")
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _cookie(scope: dict[str, Any], name: str) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"cookie":
-            try:
-                cookies = parse_cookie(bytes(value).decode("latin-1"))
-            except ValueError:
-                return None
-            if name in cookies:
-                return cookies[name]
-    return None
-
-
-def _wants_event_stream(scope: dict[str, Any]) -> bool:
-    return any(key == b"accept" and b"text/event-stream" in bytes(value) for key, value in scope.get("headers", ()))
-
-
-async def _while_client_stays(receive: ASGIReceive, work: Awaitable[T]) -> tuple[bool, T | None]:
-    """Run ``work`` until it is done, or cancel it if the client goes away first: ``(done, result)``.
-
-    (An exception from ``work`` propagates.)
-    """
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_until_disconnect(receive))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False, None
-    return True, task.result()
-
-
-async def _unless_client_leaves(receive: ASGIReceive, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None if the client went away first (``work`` is then cancelled)."""
-    return (await _while_client_stays(receive, work))[1]
-
-
-async def _until_disconnect(receive: ASGIReceive) -> None:
-    """Wait until the client has gone (reading, and dropping, any body it still sends)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class HubHttpEndpoint:
@@ -178,7 +110,7 @@ class HubHttpEndpoint:
         entry = table.by_token(token) if table is not None and token else None
         if entry is None or table is None:
             return False
-        if method == "GET" and (entry.transport != "LongPolling" or _wants_event_stream(scope)):
+        if method == "GET" and (entry.transport != "LongPolling" or wants_event_stream(scope)):
             return False  # (a second event stream, or a change of transport: answered the full way)
         if not hmac.compare_digest(entry.fingerprint, credential_fingerprint(scope)) or not origin_allowed(scope):
             return False
@@ -228,7 +160,7 @@ class HubHttpEndpoint:
                 status, body = await self._relay_simple(HTTP_DELETE, connection_id, {})
             await respond(send, status, body)
         else:
-            transport = "ServerSentEvents" if _wants_event_stream(scope) else "LongPolling"
+            transport = "ServerSentEvents" if wants_event_stream(scope) else "LongPolling"
             if local is not None:
                 if local.transport != transport:
                     raise Refusal(400, "Cannot change transports mid-connection")
@@ -311,7 +243,7 @@ class HubHttpEndpoint:
             connection = self._connection(
                 scope, stream, transport, connection_id, credentials, user_identifier, http_flow_control_for(send)
             )
-            watcher = asyncio.ensure_future(_until_disconnect(receive))
+            watcher = asyncio.ensure_future(until_disconnect(receive))
             watcher.add_done_callback(lambda _task: entry.inbound.disconnect())
             await stream.start()
             await connection.run(entry.inbound.receive)
@@ -424,7 +356,7 @@ class HubHttpEndpoint:
     async def _poll_local(
         self, receive: ASGIReceive, send: ASGISend, table: HttpConnections, local: HttpConnection
     ) -> None:
-        poll = await _unless_client_leaves(receive, table.poll(local))
+        poll = await unless_client_leaves(receive, table.poll(local))
         if poll is not None:  # (a client that went away had nothing taken from the queue)
             status, data = poll
             await self._answer_poll(send, status, data)
@@ -450,7 +382,7 @@ class HubHttpEndpoint:
             return
         poll_id_holder: dict[str, str] = {}
         timeout = get_hub_settings().long_polling_poll_timeout + RELAYED_POLL_MARGIN
-        done, reply = await _while_client_stays(
+        done, reply = await while_client_stays(
             receive, self._relayed(HTTP_POLL, connection_id, {}, timeout, poll_id_holder)
         )
         if not done:

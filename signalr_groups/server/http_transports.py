@@ -29,6 +29,7 @@ from signalr_groups.backplane.messages import HTTP_DELETE, HTTP_POLL, HTTP_POLL_
 from signalr_groups.backplane.rpc import answer
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
+from signalr_groups.server.gate import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +61,23 @@ class Inbound:
     Core's pipe applies backpressure), so a client cannot queue unbounded data.
     """
 
-    __slots__ = ("_items", "_reader", "_room", "closed")
+    __slots__ = ("_arrived", "_items", "_room", "closed")
 
     def __init__(self) -> None:
         self._items: deque[dict[str, Any]] = deque()
-        self._reader: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._arrived = Gate()
+        self._room = Gate()
         #: No more data will come (the client left, or the connection ended).
         self.closed = False
 
     async def put(self, data: bytes) -> bool:
         """Queue one POST body, waiting while the queue is full; False if the connection is gone."""
         while not self.closed and len(self._items) >= INBOUND_CAPACITY:
-            room = self._room
-            if room is None or room.done():
-                room = self._room = asyncio.get_running_loop().create_future()
-            await asyncio.shield(room)
+            await self._room.wait()
         if self.closed:
             return False
         self._items.append({"type": "websocket.receive", "bytes": data})
-        self._wake_reader()
+        self._arrived.open()
         return True
 
     def disconnect(self, code: int = 1000) -> None:
@@ -88,31 +86,16 @@ class Inbound:
             return
         self.closed = True
         self._items.append({"type": "websocket.disconnect", "code": code})
-        self._wake_reader()
-        self._wake_room()
+        self._arrived.open()
+        self._room.open()
 
     async def receive(self) -> dict[str, Any]:
         """The next message, for the connection's message loop."""
         while not self._items:
-            reader = self._reader = asyncio.get_running_loop().create_future()
-            try:
-                await reader
-            finally:
-                self._reader = None
+            await self._arrived.wait()
         item = self._items.popleft()
-        self._wake_room()
+        self._room.open()
         return item
-
-    def _wake_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
-
-    def _wake_room(self) -> None:
-        room = self._room
-        if room is not None and not room.done():
-            self._room = None
-            room.set_result(None)
 
 
 def format_event(payload: str) -> bytes:
@@ -181,7 +164,7 @@ class LongPollingQueue:
         self._size = 0
         self._limit = limit
         self._poll: asyncio.Future[str] | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._room = Gate()
         #: The connection sent its close: once the frames are taken, polls get 204.
         self.closed = False
         #: Polls being served now (the connection is inactive, and may time out, at zero).
@@ -206,15 +189,12 @@ class LongPollingQueue:
         """No more frames will come: the next poll that finds none gets 204."""
         self.closed = True
         self._wake_poll("closed")
-        self._wake_room()
+        self._room.open()
 
     async def writable(self) -> None:
         """Wait while more than the limit waits for a poll."""
         while self._size > self._limit and not self.closed:
-            room = self._room
-            if room is None or room.done():
-                room = self._room = asyncio.get_running_loop().create_future()
-            await asyncio.shield(room)
+            await self._room.wait()
 
     async def poll(self, timeout: float) -> tuple[int, bytes]:
         """Serve one poll: ``(200, frames)``, ``(200, b"")`` after ``timeout``, or ``(204, b"")``.
@@ -249,19 +229,13 @@ class LongPollingQueue:
 
     def _take(self) -> bytes:
         frames, self._frames, self._size = self._frames, [], 0
-        self._wake_room()
+        self._room.open()
         return b"".join(frame.encode("utf-8") if isinstance(frame, str) else frame for frame in frames)
 
     def _wake_poll(self, reason: str) -> None:
         poll = self._poll
         if poll is not None and not poll.done():
             poll.set_result(reason)
-
-    def _wake_room(self) -> None:
-        room = self._room
-        if room is not None and not room.done():
-            self._room = None
-            room.set_result(None)
 
 
 @dataclass(eq=False)

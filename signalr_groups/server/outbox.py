@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from signalr_groups.server.gate import Gate
+
 logger = logging.getLogger(__name__)
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -72,7 +74,7 @@ class Outbox:
         # A plain future made on demand rather than an asyncio.Event (which carries a deque): an
         # idle connection should cost as little memory as possible.
         self._waiter: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._room = Gate()
         #: Whether the end marker is queued (the writer will close the socket).
         self.close_queued = False
         #: Monotonic time of the last frame written (the keep-alive is due when it gets old).
@@ -85,17 +87,11 @@ class Outbox:
     async def room(self) -> None:
         """Wait until the queue is back under a quarter of its bound (a server stream's producer waits here)."""
         while self._chars > self._max_bytes >> 2 and not self.close_queued:
-            room = self._room
-            if room is None or room.done():
-                room = self._room = asyncio.get_running_loop().create_future()
-            await asyncio.shield(room)
+            await self._room.wait()
 
     def _wake_room(self) -> None:
-        room = self._room
-        if room is not None and (self._chars <= self._max_bytes >> 2 or self.close_queued):
-            self._room = None
-            if not room.done():
-                room.set_result(None)
+        if self._chars <= self._max_bytes >> 2 or self.close_queued:
+            self._room.open()
 
     @property
     def empty(self) -> bool:

@@ -19,6 +19,8 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final
 
+from signalr_groups.server.gate import Gate
+
 logger = logging.getLogger(__name__)
 
 #: An upload stream may hold this many times its capacity within one frame before it is a protocol error.
@@ -34,7 +36,7 @@ class ClientStreamError(Exception):
 class UploadStream:
     """The items a client sends on one stream id, read by a hub method as an async iterator."""
 
-    __slots__ = ("_done", "_error", "_items", "_reader", "_room", "capacity", "stream_id")
+    __slots__ = ("_arrived", "_done", "_error", "_items", "_room", "capacity", "stream_id")
 
     def __init__(self, stream_id: str, capacity: int) -> None:
         self.stream_id = stream_id
@@ -42,8 +44,8 @@ class UploadStream:
         self._items: deque[Any] = deque()
         self._done = False
         self._error: str | None = None
-        self._reader: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._arrived = Gate()
+        self._room = Gate()
 
     @property
     def full(self) -> bool:
@@ -59,13 +61,13 @@ class UploadStream:
         """One item from the client."""
         if not self._done:
             self._items.append(item)
-            self._wake_reader()
+            self._arrived.open()
 
     def complete(self, error: str | None = None) -> None:
         """The client ended the stream (with ``error``, if it failed)."""
         if not self._done:
             self._done, self._error = True, error
-            self._wake_reader()
+            self._arrived.open()
 
     @property
     def done(self) -> bool:
@@ -76,21 +78,12 @@ class UploadStream:
         """Nobody will read the stream any more (its call ended): drop the buffer and release a waiting reader of the socket."""
         self._items.clear()
         self.complete("The call ended.")
-        self._wake_room()
-
-    def _wake_room(self) -> None:
-        room = self._room
-        if room is not None and not room.done():
-            self._room = None
-            room.set_result(None)
+        self._room.open()
 
     async def room(self) -> None:
         """Wait until the hub method has read the buffer below its capacity (or the stream was abandoned)."""
         while self.full:
-            room = self._room
-            if room is None or room.done():
-                room = self._room = asyncio.get_running_loop().create_future()
-            await asyncio.shield(room)
+            await self._room.wait()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -101,20 +94,11 @@ class UploadStream:
                 if self._error is not None:
                     raise ClientStreamError(self._error)
                 raise StopAsyncIteration
-            reader = self._reader = asyncio.get_running_loop().create_future()
-            try:
-                await reader
-            finally:
-                self._reader = None
+            await self._arrived.wait()
         item = self._items.popleft()
         if len(self._items) < self.capacity:
-            self._wake_room()
+            self._room.open()
         return item
-
-    def _wake_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
 
 
 class StreamingCalls:

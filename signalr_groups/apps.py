@@ -24,12 +24,20 @@ class SignalRGroupsConfig(AppConfig):
         from signalr_groups.access.revocation import AccountRevocation
         from signalr_groups.lifetime.extensions import register_extension
         from signalr_groups.presence import Presence
-        from signalr_groups.server.http_transports import HttpConnections
+        from signalr_groups.server.client_results import ClientResultsRelay
+        from signalr_groups.server.http_connections import HttpConnections
         from signalr_groups.user_groups import UserGroups
 
         logfilters.install()
         logfilters.install_capacity_watch()
         # Order matters: the grant check runs before any other join hook.
-        for extension in (GroupAccessGuard, AccountRevocation, UserGroups, Presence, HttpConnections):
+        for extension in (
+            GroupAccessGuard,
+            AccountRevocation,
+            UserGroups,
+            Presence,
+            HttpConnections,
+            ClientResultsRelay,
+        ):
             register_extension(extension)
         receivers.connect_all()

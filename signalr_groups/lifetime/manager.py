@@ -27,21 +27,16 @@ from typing import Any, TypeVar
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import may_have_other_members
 from signalr_groups.backplane.membership import LayerMembership
-from signalr_groups.backplane.messages import ABORT, CLIENT_INVOKE, GROUP_ACTION, REPLY, SEND, RecentIds
+from signalr_groups.backplane.messages import ABORT, GROUP_ACTION, REPLY, SEND, RecentIds
 from signalr_groups.backplane.rpc import LEGACY_ACK, ReplyInbox, answer
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.exceptions import (
-    ClientGoneError,
-    ClientResultError,
-    ClientResultTimeoutError,
     HubError,
     LimitExceededError,
-    SignalRGroupsError,
 )
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
 from signalr_groups.lifetime.registry import ConnectionRegistry, LocalConnection
-from signalr_groups.protocol.json import encode_json, loads_strict
 from signalr_groups.protocol.serialized import SerializedInvocation
 
 logger = logging.getLogger(__name__)
@@ -67,7 +62,6 @@ class HubLifetimeManager:
             SEND: self._on_send,
             GROUP_ACTION: self._on_group_action,
             ABORT: self._on_abort,
-            CLIENT_INVOKE: self._on_client_invoke,
         }
         for extension in self.extensions:
             handlers.update(extension.layer_handlers())
@@ -384,35 +378,6 @@ class HubLifetimeManager:
             return None
         connection.abort(message.get("error"), message.get("allow_reconnect"))
         return {}
-
-    async def _on_client_invoke(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        connection = self.registry.connections.get(message["connection_id"])
-        if connection is None:
-            return None  # another process owns it
-        request_id = message.get("request_id")
-        if request_id is not None and not self._recent_sends.first_time(f"invoke:{request_id}"):
-            return None  # a layer's redelivery (see RecentIds): the client is asked once
-        self.spawn(self._answer_client_invoke(connection, message))
-        return None
-
-    async def _answer_client_invoke(self, connection: LocalConnection, message: dict[str, Any]) -> None:
-        """Acknowledge at once, then answer with the client's result (as JSON) or why there is none."""
-        await answer(self.layer, message, self.channel_name, body={"accepted": True})
-        body: dict[str, Any]
-        try:
-            arguments = loads_strict(str(message["arguments"]))
-            result = await connection.invoke_client(str(message["target"]), list(arguments), float(message["timeout"]))
-            body = {"result": encode_json(result)}
-        except ClientResultTimeoutError as exc:
-            body = {"error": str(exc), "kind": "timeout"}
-        except ClientGoneError as exc:
-            body = {"error": str(exc), "kind": "gone"}
-        except (ClientResultError, SignalRGroupsError) as exc:
-            body = {"error": str(exc), "kind": "client"}
-        except Exception as exc:
-            logger.exception("signalr_groups: a client result for %s failed", message.get("connection_id"))
-            body = {"error": f"The client result failed: {type(exc).__name__}", "kind": "client"}
-        await answer(self.layer, message, self.channel_name, body=body)
 
     async def _receive_loop(self, membership: LayerMembership) -> None:
         while True:

@@ -11,12 +11,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from signalr_groups.exceptions import ClientGoneError, ClientResultError, ClientResultTimeoutError
+from signalr_groups.backplane.messages import CLIENT_INVOKE, RecentIds
+from signalr_groups.backplane.rpc import answer
+from signalr_groups.exceptions import (
+    ClientGoneError,
+    ClientResultError,
+    ClientResultTimeoutError,
+    SignalRGroupsError,
+)
+from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
+from signalr_groups.lifetime.registry import LocalConnection
 from signalr_groups.protocol.hub_protocols import Frame, HubProtocol
+from signalr_groups.protocol.json import encode_json, loads_strict
 from signalr_groups.protocol.messages import CompletionMessage
+
+logger = logging.getLogger(__name__)
 
 #: Ids of calls given up on, remembered so that their late answers are ignored (not a protocol error).
 LATE_IDS: Final = 4096
@@ -81,3 +94,50 @@ class ClientResults:
         for future in pending.values():
             if not future.done():
                 future.set_exception(ClientGoneError("The connection closed before the client answered."))
+
+
+class ClientResultsRelay(ManagerExtension):
+    """Asks this process's connections for client results that other processes want.
+
+    The asking process sends :data:`~signalr_groups.backplane.messages.CLIENT_INVOKE` to the hub's
+    processes (:func:`signalr_groups.lifetime.sending.invoke_client`); the owner acknowledges at once,
+    asks its client, and answers with the result as JSON, or with why there is none.
+    """
+
+    def __init__(self, manager: Any) -> None:
+        super().__init__(manager)
+        self._seen = RecentIds()
+
+    def layer_handlers(self) -> Mapping[str, LayerHandler]:
+        """The client-result requests of other processes."""
+        return {CLIENT_INVOKE: self._on_client_invoke}
+
+    async def _on_client_invoke(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        connection = self.manager.registry.connections.get(message["connection_id"])
+        if connection is None:
+            return None  # another process owns it
+        request_id = message.get("request_id")
+        if request_id is not None and not self._seen.first_time(str(request_id)):
+            return None  # a layer's redelivery (see RecentIds): the client is asked once
+        self.manager.spawn(self._answer(connection, message))
+        return None
+
+    async def _answer(self, connection: LocalConnection, message: dict[str, Any]) -> None:
+        """Acknowledge at once, then answer with the client's result (as JSON) or why there is none."""
+        layer, channel = self.manager.layer, self.manager.channel_name
+        await answer(layer, message, channel, body={"accepted": True})
+        body: dict[str, Any]
+        try:
+            arguments = loads_strict(str(message["arguments"]))
+            result = await connection.invoke_client(str(message["target"]), list(arguments), float(message["timeout"]))
+            body = {"result": encode_json(result)}
+        except ClientResultTimeoutError as exc:
+            body = {"error": str(exc), "kind": "timeout"}
+        except ClientGoneError as exc:
+            body = {"error": str(exc), "kind": "gone"}
+        except (ClientResultError, SignalRGroupsError) as exc:
+            body = {"error": str(exc), "kind": "client"}
+        except Exception as exc:
+            logger.exception("signalr_groups: a client result for %s failed", message.get("connection_id"))
+            body = {"error": f"The client result failed: {type(exc).__name__}", "kind": "client"}
+        await answer(layer, message, channel, body=body)

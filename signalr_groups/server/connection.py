@@ -16,12 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
-from django.db import DatabaseError
-
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
-from signalr_groups.exceptions import ClientGoneError, LimitExceededError, ProtocolError
+from signalr_groups.exceptions import ClientGoneError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
@@ -29,10 +26,12 @@ from signalr_groups.protocol.handshake import HANDSHAKE_OK
 from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol, MessageReader
 from signalr_groups.protocol.serialized import SerializedInvocation
 from signalr_groups.rate_limits import address_key
-from signalr_groups.server.dispatcher import GENERIC_CLOSE_ERROR, HubDispatcher
+from signalr_groups.server.dispatcher import HubDispatcher
 from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.handshake import read_handshake
+from signalr_groups.server.hub_calls import GENERIC_CLOSE_ERROR
 from signalr_groups.server.outbox import Outbox
+from signalr_groups.server.registration import register
 from signalr_groups.server.state import ConnectionState
 
 logger = logging.getLogger(__name__)
@@ -210,7 +209,7 @@ class HubConnection:
         if not self.state.accepting:
             return
         try:
-            await self.dispatcher.call_lifecycle(event, *args)
+            await self.dispatcher.calls.call_lifecycle(event, *args)
         except Exception:
             logger.exception("signalr_groups: %s failed for %s", event, self.connection_id)
 
@@ -291,7 +290,7 @@ class HubConnection:
         # reads what the client sends: under daphne, stop reading the socket meanwhile.
         self.flow.pause_reading("starting")
         try:
-            registered = await self._register()
+            registered = await register(self, self._begin_close)
             # Answer the handshake only now that the connection is reachable (its user's and
             # account's groups, its stored groups): a send, a revocation or a "disconnect
             # everywhere" issued once the client's start() returned cannot miss it. Anything
@@ -307,57 +306,16 @@ class HubConnection:
             self._writer = asyncio.ensure_future(self.outbox.run())
             if self.state is _OPEN:
                 try:
-                    await self.dispatcher.call_lifecycle("on_connected")
+                    await self.dispatcher.calls.call_lifecycle("on_connected")
                     connected = True
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
-                    self._begin_close(self.dispatcher.error_text("on_connected", None), False, None)
+                    self._begin_close(self.dispatcher.calls.error_text("on_connected", None), False, None)
             self.flow.resume_reading("starting")
             await self._message_loop(receive, handshake.reader, handshake.records, handshake.error)
         finally:
             self.flow.pause_reading("closing")  # the linger reads again, to see the client's close
             await self._teardown(registered, connected)
-
-    async def _register(self) -> bool:
-        """Register with the lifetime manager, re-check the credentials, run the extensions' hooks.
-
-        Bounded by ``HANDSHAKE_TIMEOUT``: a hung layer or database must not keep the client
-        waiting for the handshake's answer. Returns whether the connection got registered.
-        """
-        unreachable = f"{GENERIC_CLOSE_ERROR} The server cannot reach its channel layer; retry."
-        registered = False
-        try:
-            async with asyncio.timeout(self.settings.handshake_timeout):
-                try:
-                    await self.manager.connect(self)
-                    registered = True
-                except LimitExceededError as exc:
-                    logger.info("signalr_groups: refused %s: %s", self.connection_id, exc)
-                    self._begin_close(str(exc), False, exc)
-                    return False
-                except Exception as exc:
-                    logger.exception("signalr_groups: could not register %s (layer down?)", self.connection_id)
-                    self._begin_close(unreachable, True, exc)
-                    return False
-                # A logout or password change that committed between the authentication check
-                # and registration found no connection to close: look again now we are reachable.
-                if self.credentials.checkable and not await self._credentials_still_valid():
-                    self._begin_close("Your credentials are no longer valid.", False, None)
-                if self.state.accepting:
-                    await self.manager.run_registered_hooks(self)
-        except TimeoutError as exc:
-            logger.warning("signalr_groups: registering %s took too long; closing it", self.connection_id)
-            self._begin_close(unreachable, True, exc)
-        return registered
-
-    async def _credentials_still_valid(self) -> bool:
-        """Re-check the credentials; a database that cannot answer closes with a retryable error instead."""
-        try:
-            return bool(await database_sync_to_async(self.credentials.still_valid)())
-        except DatabaseError as exc:
-            logger.warning("signalr_groups: cannot re-check the credentials of %s: %r", self.connection_id, exc)
-            self._begin_close(f"{GENERIC_CLOSE_ERROR} The server's database is unavailable; retry.", True, exc)
-            return True
 
     async def _message_loop(
         self, receive: ASGIReceive, reader: MessageReader, pending: list[Any], error: ProtocolError | None
@@ -415,14 +373,10 @@ class HubConnection:
                 # Backpressure: stop reading the socket until the queued invocations have run.
                 self.flow.pause_reading()
                 try:
-                    await self._wait_for_worker_or_stop(worker)
+                    await self._wait_or_stop(worker)
                 finally:
                     self.flow.resume_reading()
                 self.last_receive = time.monotonic()
-
-    async def _wait_for_worker_or_stop(self, worker: asyncio.Task[None]) -> None:
-        """Wait until the invocation worker is done, or the connection is closing."""
-        await self._wait_or_stop(worker)
 
     async def _wait_or_stop(self, awaitable: Awaitable[Any]) -> None:
         """Wait for ``awaitable``, or until the connection is closing (the awaitable is then left to run)."""
@@ -451,7 +405,7 @@ class HubConnection:
             return
         worker = self.dispatcher.worker
         if worker is not None:
-            await self._wait_for_worker_or_stop(worker)
+            await self._wait_or_stop(worker)
         self.close_for(failure)
 
     # ------------------------------------------------------------------ cleanup
@@ -465,7 +419,7 @@ class HubConnection:
                 # As ASP.NET Core: the hub hears of the disconnect while the connection is still in
                 # its groups, so on_disconnected can remove it from groups or tell the other members.
                 try:
-                    await self.dispatcher.call_lifecycle("on_disconnected", self._close_exception)
+                    await self.dispatcher.calls.call_lifecycle("on_disconnected", self._close_exception)
                 except Exception:
                     logger.exception("signalr_groups: on_disconnected failed for %s", self.connection_id)
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,15 +21,6 @@ from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import HubSettings
 from signalr_groups.exceptions import HubError, PayloadError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
-from signalr_groups.hubs.clients import HubCallerClients
-from signalr_groups.hubs.filters import (
-    HubInvocationContext,
-    HubLifetimeContext,
-    run_invoke,
-    run_on_connected,
-    run_on_disconnected,
-)
-from signalr_groups.hubs.groups import GroupManager
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.hubs.methods import HubMethod
 from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol
@@ -48,12 +38,11 @@ from signalr_groups.protocol.messages import (
 )
 from signalr_groups.rate_limits import TokenBucket
 from signalr_groups.server.client_results import ClientResults
+from signalr_groups.server.hub_calls import HubCalls
 from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
 
 logger = logging.getLogger(__name__)
 
-#: The Close error of a connection that ended because of an error.
-GENERIC_CLOSE_ERROR: Final = "Connection closed with an error."
 #: A connection that queues this many times MAX_PENDING_INVOCATIONS (within one frame) is closed.
 HARD_LIMIT_FACTOR: Final = 10
 #: Most upload streams a client may have open at once.
@@ -83,6 +72,8 @@ class HubDispatcher:
         self.hub = hub
         self.context = context
         self.settings = settings
+        #: Calls into the hub (methods and lifecycle events, inside the filters) and their error texts.
+        self.calls = HubCalls(hub, context, settings)
         self._write = write
         #: The connection's hub protocol (set once the handshake chose it).
         self.protocol: HubProtocol = JSON
@@ -247,74 +238,6 @@ class HubDispatcher:
 
     # ------------------------------------------------------------------ running
 
-    def make_hub(self) -> Hub:
-        """A hub instance for one invocation or lifecycle event."""
-        hub = self.hub()
-        hub.context = self.context
-        hub_key = self.hub.hub_key()
-        hub.clients = HubCallerClients(hub_key, self.context.connection_id)
-        hub.groups = GroupManager(hub_key)
-        return hub
-
-    async def call_method(self, method: HubMethod, arguments: list[Any]) -> Any:
-        """Call a hub method on a new hub instance, inside the hub filters (a plain ``def`` in a worker thread).
-
-        For a streaming method the result is its async generator, not yet iterated.
-        """
-        hub = self.make_hub()
-
-        async def call(invocation: HubInvocationContext) -> Any:
-            function = getattr(invocation.hub, method.python_name)
-            if method.is_stream or method.is_async:
-                result = function(*invocation.arguments)
-                return result if method.is_stream else await result
-            return await database_sync_to_async(function)(*invocation.arguments)
-
-        filters = self.hub.hub_filters()
-        invocation = HubInvocationContext(hub, method, list(arguments), self.context)
-        if not filters:
-            return await call(invocation)
-        return await run_invoke(filters, invocation, call)
-
-    async def call_lifecycle(self, name: str, *args: Any) -> None:
-        """Run ``on_connected``, ``on_disconnected``, ... (a plain ``def`` in a worker thread).
-
-        ``on_connected`` and ``on_disconnected`` run inside the hub filters.
-        """
-        hub = self.make_hub()
-
-        async def call(*call_args: Any) -> None:
-            function = getattr(hub, name)
-            if inspect.iscoroutinefunction(function):
-                await function(*call_args)
-            else:
-                await database_sync_to_async(function)(*call_args)
-
-        filters = self.hub.hub_filters()
-        if filters and name == "on_connected":
-            await run_on_connected(filters, HubLifetimeContext(hub, self.context), lambda _context: call())
-        elif filters and name == "on_disconnected":
-            context = HubLifetimeContext(hub, self.context)
-            await run_on_disconnected(filters, context, lambda _context, exception: call(exception), *args)
-        else:
-            await call(*args)
-
-    def error_text(self, target: str, exc: BaseException | None) -> str:
-        """The Completion (or Close) error of a failed invocation or ``on_connected``, as ASP.NET Core words it."""
-        if target == "on_connected":
-            base = GENERIC_CLOSE_ERROR
-        else:
-            base = f"An unexpected error occurred invoking '{target}' on the server."
-        return self.described(base, exc)
-
-    def described(self, base: str, exc: BaseException | None) -> str:
-        """``base``, with a HubError's text (always) or any exception's (with ``DETAILED_ERRORS``)."""
-        if isinstance(exc, HubError):
-            return f"{base} HubException: {exc}"
-        if exc is not None and self.settings.detailed_errors:
-            return f"{base} {type(exc).__name__}: {exc}"
-        return base
-
     async def _run(self) -> None:
         """The worker: queued invocations one at a time (``MAX_PARALLEL_INVOCATIONS_PER_CLIENT`` = 1, as .NET),
         or up to that many at once, their completions in any order."""
@@ -358,10 +281,10 @@ class HubDispatcher:
                 raise  # the connection is going away
             # The hub method raised CancelledError itself: fail this invocation only.
             logger.warning("signalr_groups: hub method %r raised CancelledError", message.target)
-            self._complete(message.invocation_id, error=self.error_text(message.target, None))
+            self._complete(message.invocation_id, error=self.calls.error_text(message.target, None))
         except Exception as exc:
             logger.exception("signalr_groups: invoking %r failed", message.target)
-            self._complete(message.invocation_id, error=self.error_text(message.target, exc))
+            self._complete(message.invocation_id, error=self.calls.error_text(message.target, exc))
         finally:
             if message.invocation_id is not None:
                 self._in_flight.discard(message.invocation_id)
@@ -403,7 +326,7 @@ class HubDispatcher:
         if len(message.stream_ids) != len(method.stream_params):
             expected = len(method.stream_params)
             mismatch = HubError(f"Client sent {len(message.stream_ids)} stream(s), Hub method expects {expected}.")
-            self._complete(invocation_id, error=self.error_text(target, mismatch))  # (.NET throws a HubException)
+            self._complete(invocation_id, error=self.calls.error_text(target, mismatch))  # (.NET throws a HubException)
             return None
         problem = method.binding_error(message.arguments)
         if problem is not None:
@@ -432,7 +355,7 @@ class HubDispatcher:
             method = await self._resolve(message)
             if method is None:
                 return
-            result = await self.call_method(method, method.bind(message.arguments, uploads))
+            result = await self.calls.call_method(method, method.bind(message.arguments, uploads))
             streaming = method.is_stream  # (a failure before this point is the call's, not the stream's)
             if method.is_stream:
                 stream_id = invocation_id or ""
@@ -452,9 +375,9 @@ class HubDispatcher:
             if not isinstance(exc, HubError):
                 logger.exception("signalr_groups: streaming call %r raised", message.target)
             if streaming:
-                self._complete(invocation_id, error=self.described(STREAM_ERROR, exc))
+                self._complete(invocation_id, error=self.calls.described(STREAM_ERROR, exc))
             else:
-                self._complete(invocation_id, error=self.error_text(message.target, exc))
+                self._complete(invocation_id, error=self.calls.error_text(message.target, exc))
         finally:
             self.streams.close_uploads(uploads, discard=True)
             if invocation_id is not None:
@@ -467,15 +390,15 @@ class HubDispatcher:
         if method is None:
             return
         try:
-            result = await self.call_method(method, message.arguments)
+            result = await self.calls.call_method(method, message.arguments)
         except asyncio.CancelledError:
             raise
         except HubError as exc:
-            self._complete(invocation_id, error=self.error_text(target, exc))
+            self._complete(invocation_id, error=self.calls.error_text(target, exc))
             return
         except Exception as exc:
             logger.exception("signalr_groups: hub method %r raised", target)
-            self._complete(invocation_id, error=self.error_text(target, exc))
+            self._complete(invocation_id, error=self.calls.error_text(target, exc))
             return
         self._complete(invocation_id, result=result, has_result=True)
 

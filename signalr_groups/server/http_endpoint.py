@@ -31,6 +31,7 @@ from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
 from signalr_groups.server.flow import FlowControl, http_flow_control_for
+from signalr_groups.server.http_connections import HttpConnection, HttpConnections, post_body_limit, read_body
 from signalr_groups.server.http_relay import Relay, RelayUnavailableError
 from signalr_groups.server.http_requests import (
     credential_fingerprint,
@@ -42,13 +43,9 @@ from signalr_groups.server.http_requests import (
 )
 from signalr_groups.server.http_transports import (
     NO_CACHE_HEADERS,
-    HttpConnection,
-    HttpConnections,
     Inbound,
     LongPollingQueue,
     ServerSentEventsStream,
-    post_body_limit,
-    read_body,
 )
 
 logger = logging.getLogger(__name__)

@@ -716,7 +716,7 @@ async def test_an_event_stream_on_a_long_polling_connection_is_400(http):
 
 
 async def test_a_post_over_the_body_limit_is_413(http):
-    from signalr_groups.server.http_transports import post_body_limit
+    from signalr_groups.server.http_connections import post_body_limit
 
     limit = post_body_limit()  # the session server runs the default settings, as this process
     assert limit == 1024 * 1024

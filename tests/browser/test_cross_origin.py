@@ -72,12 +72,13 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StaticSite
     unlisted.stop()
 
 
-@pytest.fixture(scope="module")
-def hub_server(pages, django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def hub_server(request, pages, django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
+    """The hub on each server we support, listing the first page's origin in ALLOWED_ORIGINS."""
     listed, _unlisted = pages
     env = {"SIGNALR_TEST_SETTINGS": json.dumps({"ALLOWED_ORIGINS": [listed.origin]})}
     log = tmp_path_factory.mktemp("cross-origin") / "server.log"
-    server = ServerProcess(log, str(settings.DATABASES["default"]["NAME"]), extra_env=env)
+    server = ServerProcess(log, str(settings.DATABASES["default"]["NAME"]), server=request.param, extra_env=env)
     yield server
     server.stop()
 

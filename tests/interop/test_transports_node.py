@@ -1,4 +1,5 @@
-"""Every transport × hub protocol with the official @microsoft/signalr client (and its MessagePack package) under Node.
+"""Every transport × hub protocol with the official @microsoft/signalr client (and its MessagePack package) under Node,
+on daphne and on uvicorn.
 
 The docs' groups sample runs unchanged for each allowed pair of {WebSockets, ServerSentEvents,
 LongPolling} × {JSON, MessagePack} (MessagePack over Server-Sent Events is refused, as .NET
@@ -8,14 +9,16 @@ refuses it), once with a session cookie and once with a bearer token.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.models import GroupGrant
-from tests.live import InvocationError, NodeDriver, received
+from tests.live import InvocationError, NodeDriver, ServerProcess, received
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,6 +31,21 @@ CLIENT_CLASSES = {
     "ServerSentEvents": "ServerSentEventsTransport",
     "LongPolling": "LongPollingTransport",
 }
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server(django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A uvicorn process serving the same project (the same database) as the session's daphne."""
+    log_path = tmp_path_factory.mktemp("uvicorn-transports") / "server.log"
+    server = ServerProcess(log_path, str(settings.DATABASES["default"]["NAME"]), server="uvicorn")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def any_server(request, live_server_process, uvicorn_server) -> ServerProcess:
+    """Each server we support: the session's daphne, then uvicorn."""
+    return live_server_process if request.param == "daphne" else uvicorn_server
 
 
 def _credentials(auth: str, live_users: dict[str, str], name: str) -> dict[str, Any]:
@@ -56,9 +74,9 @@ def _connect(node: NodeDriver, name: str, url: str, transport: str, protocol: st
 
 @pytest.mark.parametrize("auth", ["cookie", "bearer"])
 @pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
-def test_docs_sample_flow(live_server_process, live_users, node, transport, protocol, auth):
+def test_docs_sample_flow(any_server, live_users, node, transport, protocol, auth):
     """Groups, a user on two devices, a private message, an error, leaving — on one transport and protocol."""
-    url = live_server_process.http_url + "/chatHub"
+    url = any_server.http_url + "/chatHub"
     for name, user in (("alice_desktop", "alice"), ("alice_phone", "alice"), ("bob", "bob")):
         _connect(node, name, url, transport, protocol, **_credentials(auth, live_users, user))
 
@@ -119,14 +137,12 @@ HTTP_PAIRS = [("ServerSentEvents", "json"), ("LongPolling", "json"), ("LongPolli
 
 
 @pytest.mark.parametrize(("transport", "protocol"), HTTP_PAIRS, ids=[f"{t}-{p}" for t, p in HTTP_PAIRS])
-def test_revocation_and_disconnect_everywhere_on_http_transports(
-    live_server_process, live_users, node, transport, protocol
-):
+def test_revocation_and_disconnect_everywhere_on_http_transports(any_server, live_users, node, transport, protocol):
     """A grant revoked in the database ends alice's membership at once; "disconnect everywhere" closes her
     connections with the reason — on Server-Sent Events and long polling as on WebSockets."""
     alice = get_user_model().objects.get(username="alice")
     grant = GroupGrant.objects.create(hub="interop", group="secret", user=alice)
-    url = live_server_process.http_url + "/interop"
+    url = any_server.http_url + "/interop"
     for name in ("a", "b"):
         reply = node.call(
             "connect",
@@ -144,7 +160,7 @@ def test_revocation_and_disconnect_everywhere_on_http_transports(
     assert node.invoke("b", "JoinGroup", "open room") is True
 
     started = time.monotonic()
-    assert live_server_process.post_json("/test/grant", {"action": "revoke", "grant": grant.pk}) == {"ok": True}
+    assert any_server.post_json("/test/grant", {"action": "revoke", "grant": grant.pk}) == {"ok": True}
     node.wait_for("a", lambda ev: received(ev, "GroupAccessRevoked") == [["secret", "revoked"]], 2.0)
     assert time.monotonic() - started < 2.0
     node.invoke("a", "SendToGroup", "secret", "after")
@@ -153,7 +169,7 @@ def test_revocation_and_disconnect_everywhere_on_http_transports(
     assert ["group", "after"] not in received(node.events["a"])
 
     started = time.monotonic()
-    assert live_server_process.post_json("/test/account", {"username": "alice", "action": "disconnect"}) == {"ok": True}
+    assert any_server.post_json("/test/account", {"username": "alice", "action": "disconnect"}) == {"ok": True}
     events = node.wait_for("a", lambda ev: any(e["target"] == "__closed__" for e in ev), 3.0)
     closed = [e["args"][0] for e in events if e["target"] == "__closed__"]
     assert closed == ["Server returned an error on close: Disconnected by an administrator."]
@@ -162,10 +178,10 @@ def test_revocation_and_disconnect_everywhere_on_http_transports(
 
 
 @pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
-def test_streams_both_ways(live_server_process, live_users, node, transport, protocol):
+def test_streams_both_ways(any_server, live_users, node, transport, protocol):
     """stream() a counter to the end and cancel another midway (the generator's finally ran, no item after
     the cancel); upload 1,000 items through a Subject, summed by the hub."""
-    url = live_server_process.http_url + "/interop"
+    url = any_server.http_url + "/interop"
     _connect(node, "s", url, transport, protocol, cookie=live_users["alice"])
     whole = node.call("stream", name="s", method="Counter", args=[5, 0])
     assert whole["ok"] and whole["completed"] and whole["error"] is None, whole
@@ -190,10 +206,10 @@ def test_streams_both_ways(live_server_process, live_users, node, transport, pro
 
 
 @pytest.mark.parametrize(("transport", "protocol"), PAIRS, ids=[f"{t}-{p}" for t, p in PAIRS])
-def test_client_results_from_the_caller(live_server_process, live_users, node, transport, protocol):
+def test_client_results_from_the_caller(any_server, live_users, node, transport, protocol):
     """connection.on("GetMessage", () => value) answers a hub method's clients.caller.invoke(); a throwing
     handler is a ClientResultError, a silent one a timeout."""
-    url = live_server_process.http_url + "/interop"
+    url = any_server.http_url + "/interop"
     results = {"GetMessage": {"value": {"text": "x", "n": 1}}, "Boom": {"throw": "boom"}, "Hang": {"hang": True}}
     _connect(node, "c", url, transport, protocol, cookie=live_users["alice"], results=results)
     assert node.invoke("c", "AskCaller", "GetMessage", 5) == {"result": {"text": "x", "n": 1}}

@@ -41,10 +41,8 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
         return False
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return False
-    allowed_origins = get_hub_settings().allowed_origins
-    if allowed_origins is not None:
-        normalized = f"{parsed.scheme}://{parsed.netloc}".lower()
-        return "*" in allowed_origins or normalized in (item.rstrip("/").lower() for item in allowed_origins)
+    if get_hub_settings().allowed_origins is not None:
+        return _in_allowed_origins(parsed.scheme, parsed.netloc)
     if not _same_origin(scope, parsed.scheme, parsed.netloc):
         return False
     allowed_hosts = list(settings.ALLOWED_HOSTS)
@@ -102,10 +100,14 @@ def listed_origin(origin: str | None) -> str | None:
         return None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return None
-    normalized = f"{parsed.scheme}://{parsed.netloc}".lower()
-    if "*" in allowed_origins or normalized in (item.rstrip("/").lower() for item in allowed_origins):
-        return origin
-    return None
+    return origin if _in_allowed_origins(parsed.scheme, parsed.netloc) else None
+
+
+def _in_allowed_origins(scheme: str, netloc: str) -> bool:
+    """Whether ``ALLOWED_ORIGINS`` (set) lists the origin ``scheme://netloc`` (or ``"*"``), case-insensitively."""
+    allowed_origins = get_hub_settings().allowed_origins or ()
+    normalized = f"{scheme}://{netloc}".lower()
+    return "*" in allowed_origins or normalized in (item.rstrip("/").lower() for item in allowed_origins)
 
 
 def cors_headers(origin: str | None, *, preflight: bool = False) -> list[tuple[str, str]]:

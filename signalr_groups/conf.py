@@ -66,8 +66,17 @@ DEFAULTS: Final[dict[str, Any]] = {
     "PROTOCOLS": ("json", "messagepack"),
     #: Seconds a long poll waits for data before it returns empty (``LongPolling.PollTimeout``).
     "LONG_POLLING_POLL_TIMEOUT": 90.0,
-    #: Seconds a long-polling connection lives without a poll (``ConnectionOptions.DisconnectTimeout``).
+    #: Seconds a long-polling connection lives without a poll, and a stateful-reconnect connection
+    #: without a socket (``ConnectionOptions.DisconnectTimeout``).
     "DISCONNECT_TIMEOUT": 15.0,
+    #: Stateful reconnect (``AllowStatefulReconnects``, opt-in as in ASP.NET Core): True for every hub,
+    #: or a list of the hub keys that allow it.
+    "ALLOW_STATEFUL_RECONNECTS": False,
+    #: Bytes of sent messages kept until the client acknowledges them; a full buffer holds the
+    #: writer (``StatefulReconnectBufferSize``).
+    "STATEFUL_RECONNECT_BUFFER_SIZE": 100_000,
+    #: Connections one user (anonymous: one address) may have waiting for a reconnect, per hub and process.
+    "MAX_HELD_CONNECTIONS_PER_USER": 10,
     #: Items of one client upload stream buffered before the server stops reading the connection.
     "STREAM_BUFFER_CAPACITY": 10,
     #: Streaming calls (server streams, calls with upload streams) one connection may run at once.
@@ -109,6 +118,8 @@ _POSITIVE_INTS: Final = (
     "MAX_GROUPS_PER_CONNECTION",
     "STREAM_BUFFER_CAPACITY",
     "MAX_STREAMS_PER_CONNECTION",
+    "STATEFUL_RECONNECT_BUFFER_SIZE",
+    "MAX_HELD_CONNECTIONS_PER_USER",
 )
 
 
@@ -153,11 +164,20 @@ class HubSettings:
     max_streams_per_connection: int
     hub_filters: tuple[Any, ...]
     client_result_timeout: float
+    #: True (every hub), or the hub keys that allow stateful reconnect.
+    allow_stateful_reconnects: bool | frozenset[str]
+    stateful_reconnect_buffer_size: int
+    max_held_connections_per_user: int
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
         found = self.transports.get(hub_key)
         return found if found is not None else self.transports.get("*", ())
+
+    def stateful_reconnects_for(self, hub_key: str) -> bool:
+        """Whether the hub ``hub_key`` allows stateful reconnect."""
+        allowed = self.allow_stateful_reconnects
+        return allowed if isinstance(allowed, bool) else hub_key in allowed
 
 
 def _optional(values: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:
@@ -255,6 +275,17 @@ def _hub_filters(value: Any) -> tuple[Any, ...]:
             )
         filters.append(instance)
     return tuple(filters)
+
+
+def _stateful(value: Any) -> bool | frozenset[str]:
+    """``ALLOW_STATEFUL_RECONNECTS``: a bool, or a list of hub keys."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise ImproperlyConfigured(
+        f"SIGNALR_GROUPS['ALLOW_STATEFUL_RECONNECTS'] must be True, False or a list of hub keys, got {value!r}."
+    )
 
 
 def _validate(raw: dict[str, Any]) -> HubSettings:
@@ -357,6 +388,9 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         max_streams_per_connection=values["MAX_STREAMS_PER_CONNECTION"],
         hub_filters=_hub_filters(values["HUB_FILTERS"]),
         client_result_timeout=float(values["CLIENT_RESULT_TIMEOUT"]),
+        allow_stateful_reconnects=_stateful(values["ALLOW_STATEFUL_RECONNECTS"]),
+        stateful_reconnect_buffer_size=values["STATEFUL_RECONNECT_BUFFER_SIZE"],
+        max_held_connections_per_user=values["MAX_HELD_CONNECTIONS_PER_USER"],
     )
 
 

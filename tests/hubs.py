@@ -27,6 +27,13 @@ class InteropHub(Hub):
     async def on_connected(self) -> None:
         self.context.items["calls"] = 0
 
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        """Tell the "lifecycle-watchers" group: ``Lifecycle("disconnected", connection_id, reason)``."""
+        reason = str(exception) if exception is not None else None
+        await self.clients.group("lifecycle-watchers").send(
+            "Lifecycle", "disconnected", self.context.connection_id, reason
+        )
+
     @hub_method
     async def echo(self, value: Any) -> Any:
         return value

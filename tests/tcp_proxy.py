@@ -18,6 +18,10 @@ class PartitionProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.partitioned = False
+        #: Seconds a new connection waits before it is forwarded (a reconnect that comes late).
+        self.delay_new = 0.0
+        #: New connections accepted so far.
+        self.accepted = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -46,6 +50,9 @@ class PartitionProxy:
             writer.close()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self.delay_new:
+            await asyncio.sleep(self.delay_new)
         try:
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -60,6 +67,20 @@ class PartitionProxy:
     def partition(self) -> None:
         """Drop all traffic from now on (connections stay open)."""
         self.partitioned = True
+
+    def cut(self) -> None:
+        """Drop every open connection now, both ways (as a network that fails; no WebSocket close frame).
+
+        New connections are forwarded as before.
+        """
+
+        async def drop() -> None:
+            for writer in list(self._writers):
+                transport = writer.transport
+                if transport is not None:
+                    transport.abort()
+
+        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(5)
 
     def heal(self) -> None:
         """Forward traffic again."""

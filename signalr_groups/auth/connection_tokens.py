@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
@@ -33,8 +34,12 @@ def _binding(user: Any) -> str:
     return f"{user.pk}:{auth_hash}"
 
 
-def _signer(hub_key: str, user: Any, version: int) -> signing.TimestampSigner:
+def _signer(hub_key: str, user: Any, version: int | str) -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=f"{_SALT}:{version}:{hub_key}:{_binding(user)}", sep=".")
+
+
+#: The signing "version" of a negotiateVersion 1 token whose client negotiated stateful reconnect.
+_STATEFUL: Final = "1-stateful"
 
 
 def new_connection_id() -> str:
@@ -42,25 +47,43 @@ def new_connection_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def issue(hub_key: str, user: Any, version: int) -> tuple[str, str]:
-    """Return ``(connection_id, token)`` for a negotiate response of ``version`` (0 or 1)."""
+def issue(hub_key: str, user: Any, version: int, *, stateful: bool = False) -> tuple[str, str]:
+    """Return ``(connection_id, token)`` for a negotiate response of ``version`` (0 or 1).
+
+    ``stateful``: the client negotiated stateful reconnect (version 1 only); :func:`resolve_token` tells.
+    """
     version = 1 if version >= 1 else 0
     connection_id = new_connection_id()
-    token = _signer(hub_key, user, version).sign(connection_id)
+    token = _signer(hub_key, user, _STATEFUL if stateful and version == 1 else version).sign(connection_id)
     if version == 0:
         return token, token
     return connection_id, token
 
 
-def resolve(hub_key: str, user: Any, token: str, max_age: float) -> str | None:
-    """Return the connection id that ``token`` was issued for to ``user``, or None if invalid."""
-    for version in (1, 0):
+@dataclass(frozen=True, slots=True)
+class ResolvedToken:
+    """What a valid connection token says: the connection's id, and whether its client negotiated stateful reconnect."""
+
+    connection_id: str
+    stateful: bool
+
+
+def resolve_token(hub_key: str, user: Any, token: str, max_age: float | None) -> ResolvedToken | None:
+    """What ``token`` says if it was issued to ``user`` for this hub (and, unless ``max_age`` is None, recently)."""
+    age = None if max_age is None else timedelta(seconds=max_age)
+    for version in (1, _STATEFUL, 0):
         try:
-            connection_id = _signer(hub_key, user, version).unsign(token, max_age=timedelta(seconds=max_age))
+            connection_id = _signer(hub_key, user, version).unsign(token, max_age=age)
         except signing.BadSignature:
             continue
-        return connection_id if version == 1 else token
+        return ResolvedToken(connection_id if version != 0 else token, version == _STATEFUL)
     return None
+
+
+def resolve(hub_key: str, user: Any, token: str, max_age: float) -> str | None:
+    """Return the connection id that ``token`` was issued for to ``user``, or None if invalid."""
+    resolved = resolve_token(hub_key, user, token, max_age)
+    return resolved.connection_id if resolved is not None else None
 
 
 def claim(token: str, max_age: float) -> bool:

@@ -98,6 +98,14 @@ class HubProtocol:
         """An Invocation that asks the client for a result."""
         raise NotImplementedError
 
+    def ack(self, sequence_id: int) -> Frame:
+        """An Ack record (stateful reconnect)."""
+        raise NotImplementedError
+
+    def sequence(self, sequence_id: int) -> Frame:
+        """A Sequence record (stateful reconnect)."""
+        raise NotImplementedError
+
 
 class JsonHubProtocol(HubProtocol):
     """The JSON hub protocol: text records ending in 0x1E."""
@@ -136,6 +144,14 @@ class JsonHubProtocol(HubProtocol):
         """A JSON Invocation with an id."""
         return json_protocol.write_invocation(target, arguments, invocation_id)
 
+    def ack(self, sequence_id: int) -> Frame:
+        """A JSON Ack record."""
+        return json_protocol.write_ack(sequence_id)
+
+    def sequence(self, sequence_id: int) -> Frame:
+        """A JSON Sequence record."""
+        return json_protocol.write_sequence(sequence_id)
+
 
 class MessagePackHubProtocol(HubProtocol):
     """The MessagePack hub protocol: binary messages behind a VarInt length prefix."""
@@ -173,6 +189,14 @@ class MessagePackHubProtocol(HubProtocol):
     def client_invocation(self, invocation_id: str, target: str, arguments: list[Any]) -> Frame:
         """A MessagePack Invocation with an id."""
         return messagepack.write_invocation(target, arguments, invocation_id)
+
+    def ack(self, sequence_id: int) -> Frame:
+        """A MessagePack Ack message."""
+        return messagepack.write_ack(sequence_id)
+
+    def sequence(self, sequence_id: int) -> Frame:
+        """A MessagePack Sequence message."""
+        return messagepack.write_sequence(sequence_id)
 
 
 JSON: Final = JsonHubProtocol()

@@ -92,6 +92,16 @@ def write_close(error: str | None = None, allow_reconnect: bool | None = None) -
     return encode_json(message) + RECORD_SEPARATOR
 
 
+def write_ack(sequence_id: int) -> str:
+    """Return an Ack record (stateful reconnect: every message up to ``sequence_id`` arrived)."""
+    return f'{{"type":8,"sequenceId":{int(sequence_id)}}}' + RECORD_SEPARATOR
+
+
+def write_sequence(sequence_id: int) -> str:
+    """Return a Sequence record (stateful reconnect: the id of the next message sent)."""
+    return f'{{"type":9,"sequenceId":{int(sequence_id)}}}' + RECORD_SEPARATOR
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -81,14 +81,14 @@ class CloseMessage:
 
 @dataclass(frozen=True, slots=True)
 class AckMessage:
-    """Type 8: stateful-reconnect acknowledgement (accepted and ignored)."""
+    """Type 8: stateful reconnect: every message up to ``sequence_id`` arrived (the sender may forget them)."""
 
     sequence_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class SequenceMessage:
-    """Type 9: stateful-reconnect sequence (accepted and ignored)."""
+    """Type 9: stateful reconnect: ``sequence_id`` is the id of the next message the sender sends (after a reconnect)."""
 
     sequence_id: int
 

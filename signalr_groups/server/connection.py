@@ -33,6 +33,7 @@ from signalr_groups.server.hub_calls import GENERIC_CLOSE_ERROR
 from signalr_groups.server.outbox import Outbox
 from signalr_groups.server.registration import register
 from signalr_groups.server.state import ConnectionState
+from signalr_groups.server.stateful import HeldConnections, StatefulSession
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class HubConnection:
         manager: HubLifetimeManager,
         flow: FlowControl | None = None,
         transport: str = "WebSockets",
+        stateful_token: bool = False,
     ) -> None:
         self.hub = hub
         self.scope = scope
@@ -134,6 +136,18 @@ class HubConnection:
         self._waiting_on_streams = False
         self.last_receive = time.monotonic()
         self.client_pinged = False
+        #: Whether the client negotiated stateful reconnect (its token says so); it is used if the
+        #: handshake asks for protocol version 2 on WebSockets and the hub allows it.
+        self._stateful_token = stateful_token
+        #: Stateful reconnect's sequence state, or None (see :mod:`.stateful`).
+        self.session: StatefulSession | None = None
+        #: Whether the connection waits, without a socket, for its client to reconnect.
+        self.detached = False
+        self._socket_lost = False
+        self._socket_done: asyncio.Future[None] | None = None
+        self._registered = False
+        self._connected = False
+        self._reader: MessageReader | None = None
 
     # ------------------------------------------------------------------ what the lifetime manager calls
 
@@ -179,6 +193,16 @@ class HubConnection:
         if not self.state.accepting:
             return
         settings = self.settings
+        if self.detached:
+            # No socket: the window of HeldConnections applies, not the client timeout; no pings.
+            if self.credentials.expired(time.time()):
+                self._begin_close(None, None, ConnectionClosedError("credentials expired while reconnecting"))
+            return
+        session = self.session
+        if session is not None:
+            acknowledged = session.ack_due()
+            if acknowledged is not None:
+                self.outbox.put_control(self.protocol.ack(acknowledged))
         if self.dispatcher.worker is not None or self._waiting_on_streams:
             # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
             self.last_receive = now
@@ -232,6 +256,10 @@ class HubConnection:
             self.protocol.close(error, allow_reconnect) if send_close_message else None, discard_pending=discard_pending
         )
         self._wake_reader()
+        if self.detached:
+            # Nothing runs the connection while it waits for its client: end it here.
+            self.detached = False
+            self.manager.spawn(self._teardown(self._registered, self._connected))
 
     def _overflowed(self) -> None:
         self._begin_close(
@@ -242,7 +270,9 @@ class HubConnection:
         )
 
     def _transport_broken(self) -> None:
-        if self.state.accepting:
+        if self.session is not None and self.state.accepting:
+            self._socket_lost = True  # stateful reconnect: wait for the client's next socket
+        elif self.state.accepting:
             self.state = _CLOSING
         self._wake_reader()
 
@@ -269,7 +299,8 @@ class HubConnection:
     # ------------------------------------------------------------------ the connection's life
 
     async def run(self, receive: ASGIReceive) -> None:
-        """Serve the connection until it closes: handshake, registration, the message loop, cleanup."""
+        """Serve the connection on its first socket: handshake, registration, the message loop; then cleanup,
+        or (stateful reconnect, the socket lost) wait for the client's next socket (:meth:`resume`)."""
         handshake = await read_handshake(
             receive,
             self._send,
@@ -283,14 +314,25 @@ class HubConnection:
             return
         self.protocol = self.dispatcher.protocol = handshake.protocol
         self.outbox.binary = handshake.protocol.binary
-        self._loop = asyncio.get_running_loop()
+        if (
+            self._stateful_token
+            and handshake.version >= 2
+            and self.transport == "WebSockets"
+            and self.settings.stateful_reconnects_for(self.hub.hub_key())
+        ):
+            # As ASP.NET Core: negotiated, and a version-2 handshake (an older client gets none).
+            session = self.session = self.dispatcher.session = StatefulSession(
+                self.settings.stateful_reconnect_buffer_size
+            )
+            self.outbox.resumable(session, self.protocol.ping, self.protocol.sequence)
+        loop = self._loop = asyncio.get_running_loop()
         self._receive = receive
-        registered = connected = False
+        self._socket_done = loop.create_future()
         # Until the message loop runs (registration, the handshake's answer, on_connected) nothing
         # reads what the client sends: under daphne, stop reading the socket meanwhile.
         self.flow.pause_reading("starting")
         try:
-            registered = await register(self, self._begin_close)
+            self._registered = await register(self, self._begin_close)
             # Answer the handshake only now that the connection is reachable (its user's and
             # account's groups, its stored groups): a send, a revocation or a "disconnect
             # everywhere" issued once the client's start() returned cannot miss it. Anything
@@ -307,15 +349,105 @@ class HubConnection:
             if self.state is _OPEN:
                 try:
                     await self.dispatcher.calls.call_lifecycle("on_connected")
-                    connected = True
+                    self._connected = True
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
                     self._begin_close(self.dispatcher.calls.error_text("on_connected", None), False, None)
             self.flow.resume_reading("starting")
             await self._message_loop(receive, handshake.reader, handshake.records, handshake.error)
+        except BaseException:
+            self._socket_lost = False  # cancelled by the server (shutting down): end, do not wait for the client
+            raise
         finally:
+            await self._socket_ended()
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a new socket from the client may take this connection over (stateful reconnect)."""
+        return self.session is not None and self._registered and self.state.accepting
+
+    async def resume(self, receive: ASGIReceive, send: ASGISend, flow: FlowControl) -> None:
+        """Serve the connection on the client's new socket (stateful reconnect; the socket is accepted).
+
+        If the old socket still looks alive (the client saw it die first), it is closed and
+        replaced. The writer sends a Sequence message and every record the client did not
+        acknowledge before anything new; the client's resent messages are dropped up to its
+        Sequence, and duplicates after it.
+        """
+        if not self.detached and self.resumable:
+            self._socket_lost = True
+            done = self._socket_done
+            self._wake_reader()
+            if done is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(done), 5.0)
+        session = self.session
+        if session is None or not self.detached or not self.resumable:
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        held = self.manager.extension(HeldConnections)
+        if held is not None:
+            held.resume(self)
+        self.detached = False
+        self._socket_lost = self._client_gone = self._receive_cancelled = False
+        self._send = send
+        self._receive = receive
+        self.flow = flow
+        self._socket_done = asyncio.get_running_loop().create_future()
+        reader = self._reader = self.protocol.reader(self.settings.max_message_size)
+        session.waiting_for_sequence = True
+        self.outbox.attach(
+            send,
+            writable=flow.writable if flow.controls_writes else None,
+            before_close=self._linger if flow.lingers else None,
+        )
+        self.last_receive = time.monotonic()
+        logger.info("signalr_groups: connection %s resumed on a new socket", self.connection_id)
+        try:
+            await self._message_loop(receive, reader, [], None)
+        except BaseException:
+            self._socket_lost = False
+            raise
+        finally:
+            await self._socket_ended()
+
+    async def _socket_ended(self) -> None:
+        """A socket's message loop is over: hold the connection for its client (stateful reconnect), or end it."""
+        try:
             self.flow.pause_reading("closing")  # the linger reads again, to see the client's close
-            await self._teardown(registered, connected)
+            if self._socket_lost and self.session is not None and self._registered and self.state.accepting:
+                await self._hold()
+            else:
+                await self._teardown(self._registered, self._connected)
+        finally:
+            done = self._socket_done
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    async def _hold(self) -> None:
+        """Keep the connection (groups, buffers, running calls) while its client reconnects."""
+        self.outbox.detach()
+        if not self._client_gone:
+            # Replaced by the client's newer socket, or a write failed: close this one.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send({"type": "websocket.close", "code": 1000}), 1.0)
+            self.flow.drop()
+        self.flow.close()
+        self.flow = FlowControl()
+        if not self.state.accepting:
+            await self._teardown(self._registered, self._connected)  # closed meanwhile
+            return
+        self.detached = True
+        logger.info("signalr_groups: connection %s lost its socket; waiting for it to reconnect", self.connection_id)
+        held = self.manager.extension(HeldConnections)
+        if held is not None:
+            held.hold(self)
+
+    def expire(self, reason: str) -> None:
+        """End a connection held for its client (see :class:`~.stateful.HeldConnections`)."""
+        if self.detached and self.state.accepting:
+            logger.info("signalr_groups: connection %s ended: %s", self.connection_id, reason)
+            self._begin_close(None, None, ConnectionClosedError(f"The client did not reconnect: {reason}."))
 
     async def _message_loop(
         self, receive: ASGIReceive, reader: MessageReader, pending: list[Any], error: ProtocolError | None
@@ -327,7 +459,7 @@ class HubConnection:
         """
         if self.state.accepting:
             await self._process(pending, error)
-        while self.state.accepting:
+        while self.state.accepting and not self._socket_lost:
             task = asyncio.current_task()
             self._receiving = task
             self.flow.before_receive()
@@ -343,8 +475,11 @@ class HubConnection:
                 self._receiving = None
             if message["type"] == "websocket.disconnect":
                 code = message.get("code", 1005)
-                self.state = _CLOSING
                 self._client_gone = True
+                if self.session is not None and code not in (1000, 1001) and self.state.accepting:
+                    self._socket_lost = True  # stateful reconnect: the client may come back
+                    break
+                self.state = _CLOSING
                 if code not in (1000, 1001):
                     self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
                 break

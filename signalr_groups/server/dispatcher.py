@@ -39,6 +39,7 @@ from signalr_groups.protocol.messages import (
 from signalr_groups.rate_limits import TokenBucket
 from signalr_groups.server.client_results import ClientResults
 from signalr_groups.server.hub_calls import HubCalls
+from signalr_groups.server.stateful import StatefulSession
 from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class HubDispatcher:
         self._client_results: ClientResults | None = None
         self._room = room
         self._arrived: asyncio.Future[None] | None = None
+        #: Stateful reconnect's sequence state (set after the handshake if the connection uses it).
+        self.session: StatefulSession | None = None
 
         #: The task running queued invocations (None while idle).
         self.worker: asyncio.Task[None] | None = None
@@ -141,9 +144,18 @@ class HubDispatcher:
         return None
 
     def _dispatch(self, message: HubMessage | None) -> None:
-        if message is None or isinstance(message, (AckMessage, SequenceMessage)):
-            return  # no stateful reconnect yet: Ack and Sequence are ignored
-        if isinstance(message, PingMessage):
+        if message is None:
+            return
+        session = self.session
+        if session is not None and not session.should_process(message):
+            return  # a duplicate resent after a reconnect, or anything before the client's Sequence
+        if isinstance(message, AckMessage):
+            if session is not None:  # (without stateful reconnect Ack and Sequence are ignored, as .NET)
+                session.ack(message.sequence_id)
+        elif isinstance(message, SequenceMessage):
+            if session is not None:
+                session.reset_sequence(message.sequence_id)
+        elif isinstance(message, PingMessage):
             self._on_ping()
         elif isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             self.enqueue(message)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
-from signalr_groups.auth.connection_tokens import new_connection_id, resolve
+from signalr_groups.auth.connection_tokens import new_connection_id, resolve_token
 from signalr_groups.auth.credentials import Credentials, InvalidAccessTokenError, credentials_from_scope
 from signalr_groups.auth.origin import origin_allowed
 from signalr_groups.auth.permissions import check_permissions
@@ -94,10 +94,17 @@ class HubConsumer:
             if "WebSockets" not in settings.transports_for(self.hub.hub_key()):
                 raise Refusal(404, "WebSockets transport not supported by this end point type")
             credentials = await self.authenticate(scope)
-            connection_id = await self._connection_id(scope, settings, credentials)
+            connection_id, stateful_token, resuming = await self._connection_id(scope, settings, credentials)
             user_identifier = await self.user_identifier(scope, settings, credentials)
+            if resuming is not None and resuming.user_identifier != user_identifier:
+                raise Refusal(404, "No Connection with that ID")
         except Refusal as refusal:
             await deny(scope, send, refusal)
+            return
+        if resuming is not None:
+            # Stateful reconnect: the client's new socket takes its connection over.
+            await send({"type": "websocket.accept"})
+            await resuming.resume(receive, send, flow_control_for(receive, send))
             return
         manager = get_manager(self.hub.hub_key(), create=True)
         if manager is None:  # pragma: no cover - create=True always returns one
@@ -113,6 +120,7 @@ class HubConsumer:
             credentials=credentials,
             user_identifier=user_identifier,
             manager=manager,
+            stateful_token=stateful_token,
         )
         await connection.run(receive)
 
@@ -132,17 +140,31 @@ class HubConsumer:
             raise Refusal(403, "Forbidden.")
         return credentials
 
-    async def _connection_id(self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials) -> str:
-        """A fresh id (the client skipped negotiate), or the one the negotiate token names, claimed once."""
+    async def _connection_id(
+        self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials
+    ) -> tuple[str, bool, HubConnection | None]:
+        """The connection's id, whether its client negotiated stateful reconnect, and the connection to resume.
+
+        A fresh id if the client skipped negotiate; the id the token names, claimed once; or, for a
+        stateful-reconnect client coming back with its token (however old), its connection on this
+        process. A token whose connection another process owns is refused with 404: the official
+        client then falls back to a normal reconnect, never to a silent gap.
+        """
         token = query_param(scope, "id")
         if token is None:
-            return new_connection_id()  # skipNegotiation: the socket is the connection
+            return new_connection_id(), False, None  # skipNegotiation: the socket is the connection
         hub_key = self.hub.hub_key()
-        resolved = resolve(hub_key, credentials.user, token, settings.negotiate_token_max_age)
+        manager = get_manager(hub_key)
+        if manager is not None and settings.stateful_reconnects_for(hub_key):
+            returning = resolve_token(hub_key, credentials.user, token, None)
+            if returning is not None and returning.stateful:
+                existing = manager.connections.get(returning.connection_id)
+                if isinstance(existing, HubConnection) and existing.resumable:
+                    return returning.connection_id, True, existing
+        resolved = resolve_token(hub_key, credentials.user, token, settings.negotiate_token_max_age)
         if resolved is None:
             raise Refusal(404, "No Connection with that ID")
-        manager = get_manager(hub_key)
-        if manager is not None and resolved in manager.connections:
+        if manager is not None and resolved.connection_id in manager.connections:
             raise Refusal(409, "Connection ID already in use")
         try:
             claimed = await claim_everywhere(token, settings.negotiate_token_max_age)
@@ -150,7 +172,7 @@ class HubConsumer:
             raise Refusal(503, str(exc)) from exc
         if not claimed:
             raise Refusal(404, "No Connection with that ID")
-        return resolved
+        return resolved.connection_id, resolved.stateful, None
 
     async def user_identifier(
         self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials

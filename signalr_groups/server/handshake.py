@@ -34,6 +34,8 @@ class Handshake:
     reader: MessageReader
     records: list[Any]
     error: ProtocolError | None
+    #: The protocol version the client asked for (2 enables stateful reconnect, if negotiated).
+    version: int = 1
 
 
 def frame_bytes(message: dict[str, Any]) -> bytes:
@@ -52,7 +54,7 @@ async def _answer_error_and_close(send: ASGISend, text: str) -> None:
 
 def _accept(
     record: bytes, protocols: Iterable[str], binary_transport: bool, max_message_size: int
-) -> tuple[HubProtocol, MessageReader]:
+) -> tuple[HubProtocol, MessageReader, int]:
     try:
         text = record.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -63,7 +65,7 @@ def _accept(
         raise HandshakeError(f"The protocol '{request.protocol}' is not supported.")
     if protocol.binary and not binary_transport:
         raise HandshakeError(transfer_format_error(protocol.name, protocol.transfer_format))
-    return protocol, protocol.reader(max_message_size)
+    return protocol, protocol.reader(max_message_size), request.version
 
 
 async def read_handshake(
@@ -109,10 +111,10 @@ async def read_handshake(
             await _answer_error_and_close(send, write_handshake_error("Handshake was canceled."))
             return None
         try:
-            protocol, reader = _accept(record, protocols, binary_transport, max_message_size)
+            protocol, reader, version = _accept(record, protocols, binary_transport, max_message_size)
         except HandshakeError as exc:
             await _answer_error_and_close(send, write_handshake_error(str(exc)))
             return None
         rest = data[end + 1 :]
         records, error = reader.feed(rest) if rest else ([], None)
-        return Handshake(protocol, reader, records, error)
+        return Handshake(protocol, reader, records, error, version)

@@ -53,6 +53,14 @@ def _requested_version(request: HttpRequest) -> int | str:
     return 0
 
 
+def _asks_stateful_reconnect(request: HttpRequest) -> bool:
+    """Whether the client asked for stateful reconnect (``useStatefulReconnect=true``, any case)."""
+    for key in request.GET:
+        if key.lower() == "usestatefulreconnect":
+            return request.GET.get(key, "").lower() == "true"
+    return False
+
+
 def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
     """Return the async view answering SignalR's negotiate for ``hub``.
 
@@ -134,7 +142,15 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
             if not getattr(user, "is_authenticated", False):
                 return HttpResponse("Unauthorized", status=401, content_type="text/plain")
             return HttpResponse("Forbidden", status=403, content_type="text/plain")
-        connection_id, token = issue(hub_key, user, version)
+        # As ASP.NET Core: only when the hub allows it and the client asked (the JS client fails a
+        # start that reports it unasked), and only on negotiateVersion 1, which has a secret token.
+        stateful = (
+            version >= 1
+            and _asks_stateful_reconnect(request)
+            and get_hub_settings().stateful_reconnects_for(hub_key)
+            and "WebSockets" in get_hub_settings().transports_for(hub_key)
+        )
+        connection_id, token = issue(hub_key, user, version, stateful=stateful)
         body: dict[str, Any] = {
             "connectionId": connection_id,
             "negotiateVersion": version,
@@ -142,7 +158,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         }
         if version >= 1:
             body["connectionToken"] = token
-            body["useStatefulReconnect"] = False
+            body["useStatefulReconnect"] = stateful
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response

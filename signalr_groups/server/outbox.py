@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from signalr_groups.server.gate import Gate
+from signalr_groups.server.stateful import StatefulSession
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,22 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Records are batched into one frame up to about this many characters.
 BATCH_CHARS: Final = 64 * 1024
+
+
+class _Untracked:
+    """A queued record that stateful reconnect does not number or replay (a Close)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: str | bytes) -> None:
+        self.record = record
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+
+def _no_sequence(sequence_id: int) -> str:
+    raise RuntimeError("not a stateful-reconnect connection")
 
 
 class Outbox:
@@ -31,6 +48,12 @@ class Outbox:
 
     __slots__ = (
         "_chars",
+        "_control",
+        "_resend_due",
+        "_writing",
+        "ping",
+        "sequence_record",
+        "session",
         "binary",
         "_max_bytes",
         "_on_broken",
@@ -49,7 +72,7 @@ class Outbox:
 
     def __init__(
         self,
-        send: ASGISend,
+        send: ASGISend | None,
         *,
         connection_id: str,
         max_bytes: int,
@@ -59,7 +82,7 @@ class Outbox:
         writable: Callable[[], Awaitable[None]] | None = None,
         before_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._send = send
+        self._send: ASGISend | None = send
         self._writable = writable
         self._before_close = before_close
         self.connection_id = connection_id
@@ -67,7 +90,7 @@ class Outbox:
         self._on_pressure = on_pressure
         self._on_overflow = on_overflow
         self._on_broken = on_broken
-        self._queue: deque[str | bytes | None] = deque()
+        self._queue: deque[Any] = deque()
         #: Whether records are bytes sent in binary frames (MessagePack) rather than text.
         self.binary = False
         self._chars = 0
@@ -79,6 +102,48 @@ class Outbox:
         self.close_queued = False
         #: Monotonic time of the last frame written (the keep-alive is due when it gets old).
         self.last_write = time.monotonic()
+        #: Stateful reconnect (set after the handshake, see :meth:`resumable`): the session, the
+        #: protocol's Ping record (never numbered) and Sequence writer, and Acks waiting to go out.
+        self.session: StatefulSession | None = None
+        self.ping: str | bytes | None = None
+        self.sequence_record: Callable[[int], str | bytes] = _no_sequence
+        self._control: deque[str | bytes] = deque()
+        self._resend_due = False
+        self._writing: ASGISend | None = None
+
+    def resumable(
+        self, session: StatefulSession, ping: str | bytes, sequence_record: Callable[[int], str | bytes]
+    ) -> None:
+        """Number and keep what is written (stateful reconnect), before the writer starts."""
+        self.session = session
+        self.ping = ping
+        self.sequence_record = sequence_record
+
+    def detach(self) -> None:
+        """The socket is gone: hold everything until :meth:`attach` (stateful reconnect)."""
+        self._send = None
+        self._writable = None
+        self._before_close = None
+
+    def attach(
+        self,
+        send: ASGISend,
+        *,
+        writable: Callable[[], Awaitable[None]] | None,
+        before_close: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        """Write to a new socket: first the Sequence message and every record not acknowledged, then the rest."""
+        self._send = send
+        self._writable = writable
+        self._before_close = before_close
+        self._control.clear()  # Acks of the old socket: the next one will say as much
+        self._resend_due = True
+        self.wake()
+
+    def put_control(self, record: str | bytes) -> None:
+        """Queue an Ack: written before queued records, even while the replay buffer is full."""
+        self._control.append(record)
+        self.wake()
 
     def set_writable(self, writable: Callable[[], Awaitable[None]]) -> None:
         """Wait for ``writable()`` before each frame (a transport that buffers frames until the client takes them)."""
@@ -120,11 +185,13 @@ class Outbox:
             self._queue.clear()
             self._chars = 0
         if last_record is not None:
-            self._queue.append(last_record)
+            self._queue.append(last_record if self.session is None else _Untracked(last_record))
         self._queue.append(None)
         self.close_queued = True
         self.wake()
         self._wake_room()
+        if self.session is not None:
+            self.session.release()
 
     def wake(self) -> None:
         """Wake the writer if it waits for records."""
@@ -135,43 +202,134 @@ class Outbox:
                 waiter.set_result(None)
 
     async def run(self) -> None:
-        """Write queued records until the end marker (then close the socket) or a transport failure."""
+        """Write queued records until the end marker (then close the socket) or a transport failure.
+
+        With a :class:`~.stateful.StatefulSession` (stateful reconnect), a transport failure is not
+        the end: the writer waits for :meth:`attach` of the client's next socket, writes the
+        Sequence message and the records the client did not acknowledge, and goes on.
+        """
         queue = self._queue
-        try:
-            while True:
-                if not queue:
-                    waiter = self._waiter = asyncio.get_running_loop().create_future()
+        while True:
+            try:
+                if self.session is not None:
+                    await self._run_resumable()
+                    return
+                while True:
+                    if not queue:
+                        waiter = self._waiter = asyncio.get_running_loop().create_future()
+                        await waiter
+                        continue
+                    parts: list[Any] = []
+                    size = 0
+                    close_after = False
+                    while queue:
+                        item = queue.popleft()
+                        if item is None:
+                            close_after = True
+                            break
+                        parts.append(item)
+                        size += len(item)
+                        if size >= BATCH_CHARS:
+                            break
+                    self._chars = max(0, self._chars - size)
+                    self._wake_room()
+                    if parts:
+                        await self._write(parts)
+                    if close_after:
+                        await self._close_socket()
+                        return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the transport is gone
+                logger.debug("signalr_groups: writing to %s failed: %r", self.connection_id, exc)
+                if self.session is None:
+                    self._on_broken()
+                    return
+                # Stateful reconnect: wait for the client's next socket (unless it already came:
+                # this was the old one failing), then write again what it did not acknowledge.
+                if self._send is self._writing:
+                    self._send = None
+                    self._on_broken()
+
+    async def _write(self, parts: list[Any]) -> None:
+        send = self._writing = self._send
+        if send is None:
+            raise ConnectionError("no socket")
+        if self._writable is not None:
+            await self._writable()  # the server buffers writes without limit: wait for room
+        self.last_write = time.monotonic()
+        if self.binary:
+            await send({"type": "websocket.send", "bytes": b"".join(parts)})
+        else:
+            await send({"type": "websocket.send", "text": "".join(parts)})
+
+    async def _close_socket(self) -> None:
+        if self._before_close is not None:
+            await self._before_close()  # e.g. let the client close first (see flow.py)
+        send = self._writing = self._send
+        if send is not None:
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _run_resumable(self) -> None:
+        """The writer of a connection that may resume on a new socket (see :mod:`.stateful`)."""
+        session = self.session
+        assert session is not None
+        queue = self._queue
+        control = self._control
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._send is None:
+                if self.close_queued:
+                    return  # closing while no socket is attached: nothing to write to
+                waiter = self._waiter = loop.create_future()
+                await waiter
+                continue
+            if self._resend_due:
+                self._resend_due = False
+                first, records = session.resend()
+                await self._write([self.sequence_record(first), *records] if records else [self.sequence_record(first)])
+                continue
+            blocked = session.full and not self.close_queued
+            if not control and (not queue or blocked):
+                if blocked:
+                    await self._wait_either(session.room())
+                else:
+                    waiter = self._waiter = loop.create_future()
                     await waiter
-                    continue
-                parts: list[Any] = []
-                size = 0
-                close_after = False
-                while queue:
-                    item = queue.popleft()
-                    if item is None:
-                        close_after = True
-                        break
+                continue
+            parts: list[Any] = list(control)
+            control.clear()
+            size = 0
+            close_after = False
+            while queue and (self.close_queued or not session.full):
+                item = queue.popleft()
+                if item is None:
+                    close_after = True
+                    break
+                if type(item) is _Untracked:
+                    parts.append(item.record)
+                elif item is self.ping and item is not None:
                     parts.append(item)
                     size += len(item)
-                    if size >= BATCH_CHARS:
-                        break
-                self._chars = max(0, self._chars - size)
-                self._wake_room()
-                if parts:
-                    if self._writable is not None:
-                        await self._writable()  # the server buffers writes without limit: wait for room
-                    self.last_write = time.monotonic()
-                    if self.binary:
-                        await self._send({"type": "websocket.send", "bytes": b"".join(parts)})
-                    else:
-                        await self._send({"type": "websocket.send", "text": "".join(parts)})
-                if close_after:
-                    if self._before_close is not None:
-                        await self._before_close()  # e.g. let the client close first (see flow.py)
-                    await self._send({"type": "websocket.close", "code": 1000})
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the transport is gone
-            logger.debug("signalr_groups: writing to %s failed: %r", self.connection_id, exc)
-            self._on_broken()
+                else:
+                    session.track(item)
+                    parts.append(item)
+                    size += len(item)
+                if size >= BATCH_CHARS:
+                    break
+            self._chars = max(0, self._chars - size)
+            self._wake_room()
+            if parts:
+                await self._write(parts)
+            if close_after:
+                await self._close_socket()
+                return
+
+    async def _wait_either(self, room: Awaitable[None]) -> None:
+        """Wait for room in the replay buffer, or for a wake-up (a control record, a close, a new socket)."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        acked = asyncio.ensure_future(room)
+        try:
+            await asyncio.wait({waiter, acked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            acked.cancel()

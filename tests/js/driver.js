@@ -30,6 +30,7 @@ async function handle(cmd) {
       if (cmd.protocol === "messagepack") builder = builder.withHubProtocol(new msgpack.MessagePackHubProtocol());
       if (cmd.reconnect) builder = builder.withAutomaticReconnect(cmd.reconnect);
       if (cmd.serverTimeout) builder = builder.withServerTimeout(cmd.serverTimeout);
+      if (cmd.stateful) builder = builder.withStatefulReconnect(cmd.stateful === true ? {} : cmd.stateful);
       const connection = builder.build();
       const record = { connection, events: [] };
       for (const target of cmd.events || []) {

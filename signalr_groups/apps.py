@@ -26,6 +26,7 @@ class SignalRGroupsConfig(AppConfig):
         from signalr_groups.presence import Presence
         from signalr_groups.server.client_results import ClientResultsRelay
         from signalr_groups.server.http_connections import HttpConnections
+        from signalr_groups.server.socket_bridge import SocketBridges
         from signalr_groups.server.stateful import HeldConnections
         from signalr_groups.user_groups import UserGroups
 
@@ -40,6 +41,7 @@ class SignalRGroupsConfig(AppConfig):
             HttpConnections,
             ClientResultsRelay,
             HeldConnections,
+            SocketBridges,
         ):
             register_extension(extension)
         receivers.connect_all()

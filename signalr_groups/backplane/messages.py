@@ -42,6 +42,15 @@ HTTP_POLL_CANCEL: Final = "signalr.http_poll_cancel"
 HTTP_DELETE: Final = "signalr.http_delete"
 #: Whether an HTTP-transport connection is live on some process, and with which transport.
 HTTP_PROBE: Final = "signalr.http_probe"
+#: Stateful reconnect on another process: a client's new socket asks the owner to take it (bridged).
+SOCKET_RESUME: Final = "signalr.socket_resume"
+#: A frame the client sent on a bridged socket, for the owner (answered once queued: backpressure).
+SOCKET_DATA: Final = "signalr.socket_data"
+#: The client's bridged socket closed.
+SOCKET_GONE: Final = "signalr.socket_gone"
+#: From the owner to the bridging process: a frame for the client's socket, or its close.
+SOCKET_FRAME: Final = "signalr.socket_frame"
+SOCKET_CLOSE: Final = "signalr.socket_close"
 #: The answer to any of the above.
 REPLY: Final = "signalr.reply"
 

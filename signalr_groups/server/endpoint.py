@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +27,7 @@ from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.flow import flow_control_for
+from signalr_groups.server.socket_bridge import bridge_socket
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,19 @@ async def deny(scope: dict[str, Any], send: ASGISend, refusal: Refusal) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The connection a new socket is for: a new one (``connection_id``), or one to resume here or elsewhere."""
+
+    connection_id: str
+    #: Whether the client negotiated stateful reconnect.
+    stateful: bool
+    #: A connection of this process waiting for this client (stateful reconnect).
+    local: HubConnection | None = None
+    #: The connection may live on another process (stateful reconnect, bridged).
+    remote: bool = False
+
+
 class HubConsumer:
     """ASGI app serving one hub over WebSockets: ``HubConsumer.as_asgi(ChatHub)``."""
 
@@ -94,18 +109,25 @@ class HubConsumer:
             if "WebSockets" not in settings.transports_for(self.hub.hub_key()):
                 raise Refusal(404, "WebSockets transport not supported by this end point type")
             credentials = await self.authenticate(scope)
-            connection_id, stateful_token, resuming = await self._connection_id(scope, settings, credentials)
+            target = await self._connection_id(scope, settings, credentials)
             user_identifier = await self.user_identifier(scope, settings, credentials)
-            if resuming is not None and resuming.user_identifier != user_identifier:
+            if target.local is not None and target.local.user_identifier != user_identifier:
+                raise Refusal(404, "No Connection with that ID")
+            if target.remote and not await bridge_socket(
+                self.hub.hub_key(), target.connection_id, user_identifier, receive, send
+            ):
                 raise Refusal(404, "No Connection with that ID")
         except Refusal as refusal:
             await deny(scope, send, refusal)
             return
-        if resuming is not None:
+        if target.remote:
+            return  # served by bridge_socket: the connection lives on another process
+        if target.local is not None:
             # Stateful reconnect: the client's new socket takes its connection over.
             await send({"type": "websocket.accept"})
-            await resuming.resume(receive, send, flow_control_for(receive, send))
+            await target.local.resume(receive, send, flow_control_for(receive, send))
             return
+        connection_id, stateful_token = target.connection_id, target.stateful
         manager = get_manager(self.hub.hub_key(), create=True)
         if manager is None:  # pragma: no cover - create=True always returns one
             raise RuntimeError("no lifetime manager")
@@ -140,27 +162,34 @@ class HubConsumer:
             raise Refusal(403, "Forbidden.")
         return credentials
 
-    async def _connection_id(
-        self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials
-    ) -> tuple[str, bool, HubConnection | None]:
-        """The connection's id, whether its client negotiated stateful reconnect, and the connection to resume.
+    async def _connection_id(self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials) -> Target:
+        """Which connection the socket is for (see :class:`Target`); raises :class:`Refusal`.
 
         A fresh id if the client skipped negotiate; the id the token names, claimed once; or, for a
-        stateful-reconnect client coming back with its token (however old), its connection on this
-        process. A token whose connection another process owns is refused with 404: the official
-        client then falls back to a normal reconnect, never to a silent gap.
+        stateful-reconnect client coming back with its token (however old), its connection here
+        or on another process (bridged, see :mod:`.socket_bridge`).
         """
         token = query_param(scope, "id")
         if token is None:
-            return new_connection_id(), False, None  # skipNegotiation: the socket is the connection
+            return Target(new_connection_id(), False)  # skipNegotiation: the socket is the connection
         hub_key = self.hub.hub_key()
         manager = get_manager(hub_key)
-        if manager is not None and settings.stateful_reconnects_for(hub_key):
+        if settings.stateful_reconnects_for(hub_key):
             returning = resolve_token(hub_key, credentials.user, token, None)
             if returning is not None and returning.stateful:
-                existing = manager.connections.get(returning.connection_id)
+                existing = manager.connections.get(returning.connection_id) if manager is not None else None
                 if isinstance(existing, HubConnection) and existing.resumable:
-                    return returning.connection_id, True, existing
+                    return Target(returning.connection_id, True, local=existing)
+                if existing is not None:
+                    raise Refusal(409, "Connection ID already in use")
+                if resolve_token(hub_key, credentials.user, token, settings.negotiate_token_max_age) is not None:
+                    try:
+                        if await claim_everywhere(token, settings.negotiate_token_max_age):
+                            return Target(returning.connection_id, True)  # its first socket
+                    except ClaimUnavailableError as exc:
+                        raise Refusal(503, str(exc)) from exc
+                # Used before (or too old to be new) and not here: its owner may be another process.
+                return Target(returning.connection_id, True, remote=True)
         resolved = resolve_token(hub_key, credentials.user, token, settings.negotiate_token_max_age)
         if resolved is None:
             raise Refusal(404, "No Connection with that ID")
@@ -172,7 +201,7 @@ class HubConsumer:
             raise Refusal(503, str(exc)) from exc
         if not claimed:
             raise Refusal(404, "No Connection with that ID")
-        return resolved.connection_id, resolved.stateful, None
+        return Target(resolved.connection_id, resolved.stateful)
 
     async def user_identifier(
         self, scope: dict[str, Any], settings: HubSettings, credentials: Credentials

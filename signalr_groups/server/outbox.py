@@ -136,7 +136,9 @@ class Outbox:
         self._send = send
         self._writable = writable
         self._before_close = before_close
-        self._control.clear()  # Acks of the old socket: the next one will say as much
+        self._control.clear()  # Acks of the old socket: the session acknowledges again on the next tick
+        if self.session is not None:
+            self.session.ack_lost()
         self._resend_due = True
         self.wake()
 

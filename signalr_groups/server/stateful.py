@@ -154,6 +154,10 @@ class StatefulSession:
             return latest
         return None
 
+    def ack_lost(self) -> None:
+        """The Acks queued for the old socket may never have arrived: acknowledge again on the next tick."""
+        self._acked_sent = 0
+
 
 class HeldConnections(ManagerExtension):
     """Connections waiting for their client to reconnect: ended when the window passes or their owner holds too many.

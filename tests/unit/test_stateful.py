@@ -617,3 +617,28 @@ def test_the_sweep_ends_connections_held_past_the_disconnect_timeout(clock):
         assert early.expired == ["the client did not reconnect in time"]  # ended once
         assert len(held) == 0
         assert held._held == {}
+
+
+def test_an_attach_acknowledges_again_what_the_old_socket_may_have_lost() -> None:
+    """An Ack queued for a socket that died is dropped with it: the next tick must acknowledge again."""
+    session = StatefulSession(1000)
+    for _ in range(3):
+        assert session.should_process(InvocationMessage(invocation_id=None, target="T", arguments=[], stream_ids=[]))
+    assert session.ack_due() == 3
+    assert session.ack_due() is None
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    outbox = Outbox(
+        send,
+        connection_id="c",
+        max_bytes=10_000,
+        on_pressure=lambda: None,
+        on_overflow=lambda: None,
+        on_broken=lambda: None,
+    )
+    outbox.resumable(session, "ping", lambda n: f"seq{n}")
+    outbox.detach()
+    outbox.attach(send, writable=None, before_close=None)
+    assert session.ack_due() == 3

@@ -8,6 +8,7 @@ on first use and caches the result; the cache is cleared whenever Django's setti
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     "HUB_FILTERS": (),
     #: Seconds ``clients.client(id).invoke(...)`` waits for the client's answer, unless given ``timeout``.
     "CLIENT_RESULT_TIMEOUT": 30.0,
+    #: Prometheus metrics (``signalr_groups.metrics``): collected when True.
+    "METRICS": True,
+    #: Client addresses the metrics view answers without a staff login (the scraper's, behind a proxy
+    #: the proxy's unless the server trusts its forwarded headers).
+    "METRICS_ALLOWED_ADDRESSES": ("127.0.0.1", "::1"),
+    #: Seconds a SIGTERM waits for the connections to close (Close with allowReconnect) before the
+    #: server's own shutdown; keep it below the server's (daphne --application-close-timeout, 10 s).
+    "SHUTDOWN_DRAIN_TIMEOUT": 5.0,
 }
 #: Every transport, in the order negotiate lists them.
 TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
@@ -107,6 +116,7 @@ _POSITIVE_NUMBERS: Final = (
     "LONG_POLLING_POLL_TIMEOUT",
     "DISCONNECT_TIMEOUT",
     "CLIENT_RESULT_TIMEOUT",
+    "SHUTDOWN_DRAIN_TIMEOUT",
 )
 _POSITIVE_INTS: Final = (
     "MAX_MESSAGE_SIZE",
@@ -168,6 +178,9 @@ class HubSettings:
     allow_stateful_reconnects: bool | frozenset[str]
     stateful_reconnect_buffer_size: int
     max_held_connections_per_user: int
+    metrics: bool
+    metrics_allowed_addresses: frozenset[str]
+    shutdown_drain_timeout: float
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
@@ -275,6 +288,28 @@ def _hub_filters(value: Any) -> tuple[Any, ...]:
             )
         filters.append(instance)
     return tuple(filters)
+
+
+def _bool(values: dict[str, Any], key: str) -> bool:
+    value = values[key]
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"SIGNALR_GROUPS[{key!r}] must be True or False, got {value!r}.")
+    return value
+
+
+def _addresses(value: Any) -> frozenset[str]:
+    """``METRICS_ALLOWED_ADDRESSES``: a list of IP addresses."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ImproperlyConfigured("SIGNALR_GROUPS['METRICS_ALLOWED_ADDRESSES'] must be a list of IP addresses.")
+    addresses = set()
+    for item in value:
+        try:
+            addresses.add(str(ipaddress.ip_address(item)))
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"SIGNALR_GROUPS['METRICS_ALLOWED_ADDRESSES'] has {item!r}, which is not an IP address."
+            ) from exc
+    return frozenset(addresses)
 
 
 def _stateful(value: Any) -> bool | frozenset[str]:
@@ -391,6 +426,9 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         allow_stateful_reconnects=_stateful(values["ALLOW_STATEFUL_RECONNECTS"]),
         stateful_reconnect_buffer_size=values["STATEFUL_RECONNECT_BUFFER_SIZE"],
         max_held_connections_per_user=values["MAX_HELD_CONNECTIONS_PER_USER"],
+        metrics=_bool(values, "METRICS"),
+        metrics_allowed_addresses=_addresses(values["METRICS_ALLOWED_ADDRESSES"]),
+        shutdown_drain_timeout=float(values["SHUTDOWN_DRAIN_TIMEOUT"]),
     )
 
 

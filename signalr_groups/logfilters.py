@@ -18,6 +18,8 @@ from urllib.parse import unquote_plus
 
 from daphne.access import AccessLogGenerator
 
+from signalr_groups import metrics
+
 #: A query parameter (name=value) in a URL or a log line; names may be percent-encoded (``%69d``).
 _QUERY = re.compile(r"((?:^|[?&\s])([A-Za-z0-9_.~+%-]+)=)([^&\s\"']+)")
 #: Parameter names whose values are credentials, compared after percent-decoding, case-insensitively.
@@ -122,7 +124,9 @@ class CapacityDropFilter(logging.Filter):
         global _dropped
         if record.msg == _OVER_CAPACITY and isinstance(record.args, tuple) and record.args:
             with contextlib.suppress(TypeError, ValueError):
-                _dropped += int(record.args[0])  # type: ignore[call-overload]
+                count = int(record.args[0])  # type: ignore[call-overload]
+                _dropped += count
+                metrics.layer_dropped(count)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg = (
                 "signalr_groups: a channel-layer message was dropped: %s of %s channels over capacity in "

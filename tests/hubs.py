@@ -165,6 +165,12 @@ class InteropHub(Hub):
         await self.clients.users(user_ids).send("Receive", "users", message)
 
     @hub_method
+    async def blobs(self, count: int, size: int) -> AsyncIterator[str]:
+        """A server stream of ``count`` large items, as fast as the connection takes them: ``"<n>:xxx…"``."""
+        for number in range(count):
+            yield f"{number}:" + "x" * size
+
+    @hub_method
     async def counter(self, count: int, delay: float) -> AsyncIterator[int]:
         """A server stream: 0 .. count-1, ``delay`` seconds apart; its ``finally`` is recorded."""
         try:

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import path
 
 from hubproject.chat.hubs import ChatHub
-from signalr_groups.routing import access_token_path, negotiate_path
+from signalr_groups.routing import access_token_path, health_paths, metrics_path, negotiate_path
 from tests import views
 from tests.hubs import InteropHub, OtherHub, ProtectedHub
 
@@ -17,6 +17,8 @@ urlpatterns = [
     negotiate_path("chatHub", ChatHub),
     negotiate_path("protected", ProtectedHub),
     access_token_path("signalr/token"),
+    metrics_path(),
+    *health_paths(),
     path("ctx/send", views.context_send),
     path("ctx/ask", views.context_ask),
     path("ctx/group", views.context_group),

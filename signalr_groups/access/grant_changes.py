@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from signalr_groups import metrics
 from signalr_groups.access.grant_store import active_grants
 from signalr_groups.access.grants import GrantList
 from signalr_groups.access.guard import GroupAccessGuard
@@ -37,12 +39,14 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
     Connections in this process are re-checked at once (before this returns); the others when the
     message reaches them. Memberships no longer covered end with ``GroupAccessRevoked(group, cause)``.
     """
+    started = time.perf_counter()
     for manager in running_managers():
         guard = manager.extension(GroupAccessGuard) if manager.hub_key == hub_key else None
         if guard is not None:
             await guard.apply_group_access(account, grants, cause)
     layer = get_layer()
     if layer is None:
+        metrics.revoked(cause, time.perf_counter() - started)
         return
     message = {
         "type": GROUP_ACCESS,
@@ -60,6 +64,9 @@ async def publish_group_access(account: str, hub_key: str, grants: GrantList, ca
         return
     if complete is False:
         logger.warning("signalr_groups: not every process acknowledged the access change of user %s", account)
+        metrics.revoked(cause)  # (no time: not every process answered)
+    else:
+        metrics.revoked(cause, time.perf_counter() - started)
 
 
 def group_access_changed_on_commit(account_ids: Iterable[Any], hub_key: str, cause: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
+from signalr_groups import metrics
 from signalr_groups.backplane.layer import get_layer
 from signalr_groups.backplane.messages import REVOKE_ACCOUNT
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension
@@ -57,6 +58,7 @@ async def disconnect_user(
     through the channel layer (which, for several processes, must be a shared one such as Redis).
     """
     account = str(getattr(user_or_pk, "pk", user_or_pk))
+    metrics.revoked("account")
     for manager in running_managers():
         manager.close_account_local(account, session_key, reason, allow_reconnect)
     layer = get_layer()

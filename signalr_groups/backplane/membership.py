@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from signalr_groups import metrics
 from signalr_groups.backplane.layer import release_channel
 from signalr_groups.backplane.liveness import ALIVE_INTERVAL, Heartbeat, mark_alive, mark_gone
 from signalr_groups.backplane.redis_internals import pubsub_still_subscribed
@@ -54,6 +55,8 @@ class LayerMembership:
         self._recovery = asyncio.Lock()
         self._generation = 0
         self._heartbeat = Heartbeat(layer)
+        #: False while the layer is unreachable and this channel is recovering its memberships.
+        self.healthy = False
 
     @property
     def joined(self) -> frozenset[str]:
@@ -79,6 +82,8 @@ class LayerMembership:
                 await release_channel(self.layer, channel)
             raise
         self._joined.add(self.all_group)
+        self.healthy = True
+        metrics.layer_up(self.hub_key, True)
         return channel
 
     async def stop(self) -> None:
@@ -98,6 +103,8 @@ class LayerMembership:
                     await release_channel(self.layer, channel)
         self._joined.clear()
         self._failed_leaves.clear()
+        self.healthy = False
+        metrics.forget_layer(self.hub_key)
         self.channel = None
 
     @contextlib.asynccontextmanager
@@ -183,6 +190,8 @@ class LayerMembership:
         async with self._recovery:
             if self._generation != generation:
                 return  # recovered while we waited
+            self.healthy = False
+            metrics.layer_up(self.hub_key, False)
             delay = 0.1
             for attempt in itertools.count(1):
                 await asyncio.sleep(delay)
@@ -196,6 +205,8 @@ class LayerMembership:
                     delay = min(delay * 2, 5.0)
                     continue
                 self._generation += 1
+                self.healthy = True
+                metrics.layer_up(self.hub_key, True)
                 logger.warning("signalr_groups: the channel layer is back; this process rejoined its layer groups")
                 return
 

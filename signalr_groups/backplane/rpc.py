@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from signalr_groups import metrics
 from signalr_groups.backplane.layer import in_memory_members, is_redis_core, is_redis_pubsub, release_channel
 from signalr_groups.backplane.liveness import live_channels
 from signalr_groups.backplane.messages import PROCESS, REPLY
@@ -99,6 +100,7 @@ async def answer(
             "body": body or {},
         },
     )
+    metrics.layer_sent(REPLY)
 
 
 class ReplyInbox:
@@ -164,6 +166,7 @@ async def _send_request(
         await layer.send(channel, request)
     else:
         await layer.group_send(group, request)
+    metrics.layer_sent(str(request.get("type")))
 
 
 async def ask_owner(

@@ -24,6 +24,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
+from signalr_groups import metrics
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import may_have_other_members
 from signalr_groups.backplane.membership import LayerMembership
@@ -313,7 +314,9 @@ class HubLifetimeManager:
 
     def deliver_local(self, address: Address, record: SerializedInvocation) -> int:
         """Append ``record`` to the outbox of every local recipient; return how many got it."""
-        return self.registry.deliver(address, record)
+        count = self.registry.deliver(address, record)
+        metrics.delivered(self.hub_key, count)
+        return count
 
     def close_account_local(
         self, account: str, session_key: str | None, error: str | None, allow_reconnect: bool | None
@@ -337,6 +340,7 @@ class HubLifetimeManager:
     async def handle_layer_message(self, message: dict[str, Any]) -> None:
         """Apply one message from the layer, and answer it if it asked (see :mod:`signalr_groups.backplane.rpc`)."""
         kind = message.get("type")
+        metrics.layer_received(self.hub_key, str(kind))
         if kind in (REPLY, LEGACY_ACK):
             self.replies.deliver(message)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from signalr_groups import metrics
 from signalr_groups.addressing import Address
 from signalr_groups.backplane.layer import get_layer, may_have_other_members
 from signalr_groups.backplane.messages import ABORT, CLIENT_INVOKE, GROUP_ACTION, SEND, new_send_id
@@ -41,6 +42,7 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     if address.kind != "all" and not address.names:
         return
     record = SerializedInvocation.of(target, arguments)
+    metrics.sent(hub_key, address.kind)
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
         manager.deliver_local(address, record)
@@ -70,6 +72,7 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
         if msgpack:
             message["msgpack"] = msgpack
     await layer.group_send(address.layer_group(hub_key), message)
+    metrics.layer_sent(SEND)
 
 
 #: Seconds beyond a client result's timeout that the asking process waits for the owner's answer.

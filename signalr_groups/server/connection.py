@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from signalr_groups import metrics
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
 from signalr_groups.exceptions import ClientGoneError, ProtocolError
@@ -120,7 +121,7 @@ class HubConnection:
             accepting=lambda: self.state.accepting,
             should_yield=manager.should_yield,
             on_ping=self._client_pinged,
-            on_close=lambda: self._begin_close(None, None, None, send_close_message=False),
+            on_close=lambda: self._begin_close(None, None, None, send_close_message=False, reason="client_closed"),
             room=self.outbox.room,
         )
         self._close_exception: BaseException | None = None
@@ -148,6 +149,9 @@ class HubConnection:
         self._registered = False
         self._connected = False
         self._reader: MessageReader | None = None
+        #: Why the connection ended (the ``reason`` label of the disconnects metric).
+        self.close_reason = "server"
+        self._counted = False
 
     # ------------------------------------------------------------------ what the lifetime manager calls
 
@@ -182,11 +186,12 @@ class HubConnection:
             except RuntimeError:
                 running = None
             if running is not loop:
-                loop.call_soon_threadsafe(
-                    self._begin_close, error, allow_reconnect, ConnectionClosedError("aborted by the server")
-                )
+                loop.call_soon_threadsafe(self._abort_now, error, allow_reconnect)
                 return
-        self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"))
+        self._abort_now(error, allow_reconnect)
+
+    def _abort_now(self, error: str | None, allow_reconnect: bool | None) -> None:
+        self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"), reason="aborted")
 
     def tick(self, now: float) -> None:
         """Called about once a second by the keep-alive sweep: ping an idle client, close a silent one."""
@@ -196,7 +201,12 @@ class HubConnection:
         if self.detached:
             # No socket: the window of HeldConnections applies, not the client timeout; no pings.
             if self.credentials.expired(time.time()):
-                self._begin_close(None, None, ConnectionClosedError("credentials expired while reconnecting"))
+                self._begin_close(
+                    None,
+                    None,
+                    ConnectionClosedError("credentials expired while reconnecting"),
+                    reason="credentials_expired",
+                )
             return
         session = self.session
         if session is not None:
@@ -211,12 +221,13 @@ class HubConnection:
                 f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
                 True,
                 ConnectionClosedError("client timeout"),
+                reason="client_timeout",
             )
             return
         if self.credentials.expired(time.time()):
             error, allow_reconnect = self.credentials.expiry_close()
             reason = "token expired" if self.credentials.kind == "token" else "session expired"
-            self._begin_close(error, allow_reconnect, ConnectionClosedError(reason))
+            self._begin_close(error, allow_reconnect, ConnectionClosedError(reason), reason="credentials_expired")
             return
         if self.keep_alive and self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
             self.write(self.protocol.ping)
@@ -247,10 +258,12 @@ class HubConnection:
         *,
         discard_pending: bool = False,
         send_close_message: bool = True,
+        reason: str = "server",
     ) -> None:
         if not self.state.accepting:
             return
         self.state = _CLOSING
+        self.close_reason = reason
         self._close_exception = exception
         self.outbox.close(
             self.protocol.close(error, allow_reconnect) if send_close_message else None, discard_pending=discard_pending
@@ -267,13 +280,16 @@ class HubConnection:
             True,
             ConnectionClosedError("outbox overflow"),
             discard_pending=True,
+            reason="outbox_overflow",
         )
+        metrics.outbox_overflow(self.manager.hub_key)
 
     def _transport_broken(self) -> None:
         if self.session is not None and self.state.accepting:
             self._socket_lost = True  # stateful reconnect: wait for the client's next socket
         elif self.state.accepting:
             self.state = _CLOSING
+            self.close_reason = "transport_error"
         self._wake_reader()
 
     async def _linger(self) -> None:
@@ -284,7 +300,9 @@ class HubConnection:
     def close_for(self, error: ProtocolError) -> None:
         """Close after a protocol error: Close message with the reason, reconnect allowed (as ASP.NET)."""
         logger.info("signalr_groups: protocol error on %s: %s", self.connection_id, error)
-        self._begin_close(f"{GENERIC_CLOSE_ERROR} {type(error).__name__}: {error}", True, error)
+        self._begin_close(
+            f"{GENERIC_CLOSE_ERROR} {type(error).__name__}: {error}", True, error, reason="protocol_error"
+        )
 
     def _wake_reader(self) -> None:
         """Cancel the message loop's pending ``receive()`` (we are closing)."""
@@ -344,6 +362,8 @@ class HubConnection:
                 await self._send({"type": "websocket.send", "text": HANDSHAKE_OK})
             if self.state is _HANDSHAKING:
                 self.state = _OPEN
+            metrics.connection_opened(self.manager.hub_key, self.transport, self.protocol.name)
+            self._counted = True
             self.outbox.last_write = self.last_receive = time.monotonic()
             self._writer = asyncio.ensure_future(self.outbox.run())
             if self.state is _OPEN:
@@ -352,7 +372,12 @@ class HubConnection:
                     self._connected = True
                 except Exception:
                     logger.exception("signalr_groups: on_connected failed for %s", self.connection_id)
-                    self._begin_close(self.dispatcher.calls.error_text("on_connected", None), False, None)
+                    self._begin_close(
+                        self.dispatcher.calls.error_text("on_connected", None),
+                        False,
+                        None,
+                        reason="on_connected_failed",
+                    )
             self.flow.resume_reading("starting")
             await self._message_loop(receive, handshake.reader, handshake.records, handshake.error)
         except BaseException:
@@ -447,7 +472,12 @@ class HubConnection:
         """End a connection held for its client (see :class:`~.stateful.HeldConnections`)."""
         if self.detached and self.state.accepting:
             logger.info("signalr_groups: connection %s ended: %s", self.connection_id, reason)
-            self._begin_close(None, None, ConnectionClosedError(f"The client did not reconnect: {reason}."))
+            self._begin_close(
+                None,
+                None,
+                ConnectionClosedError(f"The client did not reconnect: {reason}."),
+                reason="reconnect_expired",
+            )
 
     async def _message_loop(
         self, receive: ASGIReceive, reader: MessageReader, pending: list[Any], error: ProtocolError | None
@@ -480,6 +510,7 @@ class HubConnection:
                     self._socket_lost = True  # stateful reconnect: the client may come back
                     break
                 self.state = _CLOSING
+                self.close_reason = "client_closed" if code in (1000, 1001) else "client_gone"
                 if code not in (1000, 1001):
                     self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
                 break
@@ -580,3 +611,6 @@ class HubConnection:
         finally:
             self.flow.close()
             self.state = ConnectionState.CLOSED
+            if self._counted:
+                self._counted = False
+                metrics.connection_closed(self.manager.hub_key, self.transport, self.protocol.name, self.close_reason)

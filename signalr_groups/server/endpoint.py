@@ -25,6 +25,7 @@ from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywh
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.server import shutdown
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.flow import flow_control_for
 from signalr_groups.server.socket_bridge import bridge_socket
@@ -105,7 +106,10 @@ class HubConsumer:
         if message["type"] != "websocket.connect":
             return
         settings = get_hub_settings()
+        shutdown.install()
         try:
+            if shutdown.draining():
+                raise Refusal(503, "The server is shutting down; connect again.")
             if "WebSockets" not in settings.transports_for(self.hub.hub_key()):
                 raise Refusal(404, "WebSockets transport not supported by this end point type")
             credentials = await self.authenticate(scope)

@@ -28,6 +28,7 @@ from signalr_groups.backplane.rpc import Reply
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
+from signalr_groups.server import shutdown
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
 from signalr_groups.server.endpoint import HubConsumer, Refusal, query_param
 from signalr_groups.server.flow import FlowControl, http_flow_control_for
@@ -78,6 +79,7 @@ class HubHttpEndpoint:
         """Serve one request of an SSE or long-polling connection."""
         if scope["type"] != "http":
             raise ValueError(f"{type(self).__name__} serves HTTP requests only, not {scope['type']!r}.")
+        shutdown.install()
         method = scope.get("method", "GET")
         if method not in ("GET", "POST", "DELETE"):
             await respond(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
@@ -195,6 +197,8 @@ class HubHttpEndpoint:
         A long-polling connection starts running at once; an event stream runs in its GET.
         """
         hub_key = self.hub.hub_key()
+        if shutdown.draining():
+            raise Refusal(503, "The server is shutting down; connect again.")
         if transport not in settings.transports_for(hub_key):
             raise Refusal(404, f"{transport} transport not supported by this end point type")
         try:

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from channels.db import database_sync_to_async
 
+from signalr_groups import metrics
 from signalr_groups.conf import HubSettings
 from signalr_groups.exceptions import HubError
 from signalr_groups.hubs.caller_context import HubCallerContext
@@ -66,9 +67,17 @@ class HubCalls:
 
         filters = self.hub.hub_filters()
         invocation = HubInvocationContext(hub, method, list(arguments), self.context)
-        if not filters:
-            return await call(invocation)
-        return await run_invoke(filters, invocation, call)
+        done = metrics.invocation(self.hub.hub_key(), method.signalr_name)
+        try:
+            result = await call(invocation) if not filters else await run_invoke(filters, invocation, call)
+        except HubError:
+            done("hub_error")
+            raise
+        except BaseException:
+            done("error")
+            raise
+        done("ok")
+        return result
 
     async def call_lifecycle(self, name: str, *args: Any) -> None:
         """Run ``on_connected``, ``on_disconnected``, ... (a plain ``def`` in a worker thread).

@@ -21,6 +21,7 @@ from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.rate_limits import KeyedRateLimiter, address_key
+from signalr_groups.server import shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
         return response
 
     async def limited(request: HttpRequest) -> HttpResponse:
+        if shutdown.draining():
+            return HttpResponse(
+                "The server is shutting down; retry.",
+                status=503,
+                content_type="text/plain",
+                headers={"Retry-After": "1"},
+            )
         if too_often(request):
             return HttpResponse(
                 "Too many negotiate requests from your address; retry later.",

@@ -22,6 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, path
 
 from signalr_groups.auth.origin import cors_headers, listed_origin
 from signalr_groups.hubs.hub import Hub
+from signalr_groups.server import ops
 from signalr_groups.server.endpoint import HubConsumer
 from signalr_groups.server.http_endpoint import HubHttpEndpoint
 from signalr_groups.server.middleware import ASGIApp, HubMiddlewareStack
@@ -113,6 +114,20 @@ def _with_headers(send: Any, headers: list[tuple[str, str]]) -> Any:
 
     sending.__wrapped__ = send  # type: ignore[attr-defined]  # the server's own send, for flow control
     return sending
+
+
+def metrics_path(route: str = "signalr/metrics") -> URLPattern:
+    """A URL pattern for the Prometheus metrics (staff, or ``METRICS_ALLOWED_ADDRESSES``)."""
+    return path(_route(route), ops.metrics_view, name="signalr-metrics")
+
+
+def health_paths(prefix: str = "signalr/health") -> list[URLPattern]:
+    """URL patterns for ``<prefix>/ready`` (readiness: 200 or 503 with a JSON reason) and ``<prefix>/live``."""
+    base = _route(prefix).rstrip("/")
+    return [
+        path(f"{base}/ready", ops.readiness_view, name="signalr-ready"),
+        path(f"{base}/live", ops.liveness_view, name="signalr-live"),
+    ]
 
 
 def access_token_path(route: str = "signalr/token") -> URLPattern:

@@ -10,6 +10,7 @@ the client and the hub are told.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,8 @@ from tests.tcp_proxy import PartitionProxy
 pytestmark = pytest.mark.timeout(120)
 
 WINDOW = 3.0
-SETTINGS = {"ALLOW_STATEFUL_RECONNECTS": True, "DISCONNECT_TIMEOUT": WINDOW}
+BUFFER = 20_000
+SETTINGS = {"ALLOW_STATEFUL_RECONNECTS": True, "DISCONNECT_TIMEOUT": WINDOW, "STATEFUL_RECONNECT_BUFFER_SIZE": BUFFER}
 
 
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
@@ -94,6 +96,32 @@ def test_every_message_once_in_order_across_dropped_sockets(server, proxy, live_
     node.invoke("peer", "SendToGroup", "down", json.dumps({"seq": count}))
     node.wait_for("client", lambda events: _sequence(events)[-1:] == [count])
     assert _resumed(server) - resumed_before == 2, server.log()[-3000:]
+
+
+def test_a_full_buffer_holds_the_writer_and_a_cut_loses_nothing(server, proxy, live_users, node: NodeDriver):
+    """A stream of 30 × 4 KB (six times the 20 KB buffer, which the client frees by acknowledging about
+    once a second) through two dropped sockets: every item once, in order."""
+    count, size = 30, 4000
+    node.connect("client", f"http://127.0.0.1:{proxy.port}/interop", cookie=live_users["alice"], stateful=True)
+
+    def cut_twice() -> None:
+        time.sleep(0.5)
+        proxy.cut()
+        time.sleep(1.2)
+        proxy.cut()
+
+    cutter = threading.Thread(target=cut_twice)
+    cutter.start()
+    started = time.monotonic()
+    reply = node.call("stream", name="client", method="Blobs", args=[count, size], streamTimeout=40_000, timeout=60)
+    elapsed = time.monotonic() - started
+    cutter.join()
+    assert reply["ok"], reply
+    assert reply["error"] is None and reply["completed"], reply
+    assert [item.split(":", 1)[0] for item in reply["items"]] == [str(n) for n in range(count)]
+    assert all(len(item) == size + len(f"{n}:") for n, item in enumerate(reply["items"]))
+    # 120 KB through a 20 KB buffer that frees about once a second: the writer waited for Acks.
+    assert elapsed > 3, f"{elapsed:.1f} s: the server did not wait for the client's acknowledgements"
 
 
 def test_a_reconnect_after_the_window_is_a_normal_reconnect(server, proxy, live_users, node: NodeDriver):

@@ -96,7 +96,7 @@ async function handle(cmd) {
           finish();
         },
       });
-      await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, cmd.timeout || 10000))]);
+      await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, cmd.streamTimeout || cmd.timeout || 10000))]);
       return { items, error, completed: settled, cancelledAt };
     }
     case "upload": {

@@ -66,6 +66,8 @@ CHANNEL_LAYERS = {
 SIGNALR_GROUPS = {
     # The demo addresses users by username, like the ASP.NET docs' CustomUserIdProvider sample.
     "USER_ID_PROVIDER": "signalr_groups.users.username_user_id",
+    # room.js asks for stateful reconnect: a dropped socket resumes without losing a message.
+    "ALLOW_STATEFUL_RECONNECTS": True,
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

@@ -7,7 +7,7 @@ from django.urls import include, path
 
 from hubproject.chat import views
 from hubproject.chat.hubs import ChatHub
-from signalr_groups.routing import negotiate_path
+from signalr_groups.routing import health_paths, metrics_path, negotiate_path
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -16,4 +16,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     negotiate_path("chatHub", ChatHub),
+    metrics_path(),
+    *health_paths(),
 ]

@@ -25,7 +25,7 @@ _BARE_LITERAL_MARKER = re.compile(r"^[ \t]*::[ \t]*$", re.MULTILINE)
 
 def _package_of(module: griffe.Module) -> str:
     """The package a relative name in ``module`` starts from (the module itself for a package)."""
-    return module.path if module.is_package else module.path.rpartition(".")[0]
+    return module.path if module.is_init_module else module.path.rpartition(".")[0]
 
 
 def _resolve(obj: griffe.Object, target: str) -> str | None:
@@ -41,7 +41,7 @@ def _resolve(obj: griffe.Object, target: str) -> str | None:
         candidates = [target]
     else:
         candidates = [f"{module.path}.{target}", f"{_package_of(module)}.{target}"]
-    root = module
+    root: griffe.Object = module
     while root.parent is not None:
         root = root.parent
     for candidate in candidates:
@@ -50,7 +50,7 @@ def _resolve(obj: griffe.Object, target: str) -> str | None:
             found = root[relative] if relative else root
         except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
             continue
-        return str(found.path)
+        return str(found.canonical_path)
     return None
 
 

@@ -16,6 +16,12 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   cp requirements.txt "$stamp"
 fi
+docs_stamp=.venv/.docs-requirements-installed
+if [ ! -f "$docs_stamp" ] || ! cmp -s docs/requirements.txt "$docs_stamp"; then
+  echo "== pip install -r docs/requirements.txt (the documentation site: mkdocs, Material, mkdocstrings)"
+  .venv/bin/python -m pip install --quiet -r docs/requirements.txt
+  cp docs/requirements.txt "$docs_stamp"
+fi
 if [ ! -f node_modules/@microsoft/signalr/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "== npm ci (official @microsoft/signalr client)"
   npm ci --no-audit --no-fund --loglevel=error

@@ -190,10 +190,12 @@ class LiveConnectionAdmin(LiveAdminBase):
         user = request.GET.get("user") or None
         group = request.GET.get("group") or None
         connections = get_hub_context(hub).sync.get_connections(user=user, group=group) if hub else []
-        per_user = Counter(info.user for info in connections)
+        # Who is here now: a connection waiting for its client to reconnect is listed, not counted.
+        live = [info for info in connections if not info.reconnecting]
+        per_user = Counter(info.user for info in live)
         group_connections: Counter[str] = Counter()
         group_users: dict[str, set[str]] = {}
-        for info in connections:
+        for info in live:
             for name in info.groups:
                 group_connections[name] += 1
                 if info.user is not None:
@@ -207,6 +209,8 @@ class LiveConnectionAdmin(LiveAdminBase):
             "user_filter": user or "",
             "group_filter": group or "",
             "connections": [(info, datetime.fromtimestamp(info.connected_at, tz=UTC)) for info in connections],
+            "live_count": len(live),
+            "reconnecting_count": sum(1 for info in connections if info.reconnecting),
             "per_user": sorted(per_user.items(), key=lambda item: (item[0] is None, item[0] or "")),
             "per_group": sorted(
                 (name, count, len(group_users.get(name, ()))) for name, count in group_connections.items()

@@ -84,6 +84,8 @@ class ConnectionInfo:
     groups: tuple[str, ...]
     connected_at: float
     process: str
+    #: Its socket dropped and it waits for its client to reconnect (stateful reconnect).
+    reconnecting: bool = False
 
 
 async def list_connections(hub_key: str, *, user: str | None = None, group: str | None = None) -> list[ConnectionInfo]:
@@ -113,6 +115,7 @@ async def list_connections(hub_key: str, *, user: str | None = None, group: str 
                 tuple(str(name) for name in row.get("groups") or ()),
                 float(row.get("connected_at") or 0.0),
                 str(row.get("process") or ""),
+                bool(row.get("reconnecting")),
             )
             for row in rows
         ),

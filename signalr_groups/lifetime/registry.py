@@ -261,6 +261,8 @@ class ConnectionRegistry:
                     "groups": sorted(self._groups_of.get(connection_id, ())),
                     "connected_at": self._since.get(connection_id, 0.0),
                     "process": PROCESS,
+                    # A stateful-reconnect connection whose socket dropped, waiting for its client.
+                    "reconnecting": bool(getattr(connection, "detached", False)),
                 }
             )
         return rows

@@ -145,6 +145,8 @@ class HubConnection:
         #: Whether the connection waits, without a socket, for its client to reconnect.
         self.detached = False
         self._socket_lost = False
+        #: Whether the client's new socket is taking over from one that still looked alive (not a hold).
+        self._replacing = False
         self._socket_done: asyncio.Future[None] | None = None
         self._registered = False
         self._connected = False
@@ -401,11 +403,13 @@ class HubConnection:
         """
         if not self.detached and self.resumable:
             self._socket_lost = True
+            self._replacing = True  # its client is back: the old socket's end is no hold
             done = self._socket_done
             self._wake_reader()
             if done is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(done), 5.0)
+            self._replacing = False
         session = self.session
         if session is None or not self.detached or not self.resumable:
             await send({"type": "websocket.close", "code": 1000})
@@ -466,7 +470,7 @@ class HubConnection:
         logger.info("signalr_groups: connection %s lost its socket; waiting for it to reconnect", self.connection_id)
         held = self.manager.extension(HeldConnections)
         if held is not None:
-            held.hold(self)
+            held.hold(self, evict=not self._replacing)
 
     def expire(self, reason: str) -> None:
         """End a connection held for its client (see :class:`~.stateful.HeldConnections`)."""

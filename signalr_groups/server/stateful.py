@@ -182,13 +182,17 @@ class HeldConnections(ManagerExtension):
     def __len__(self) -> int:
         return sum(len(held) for held in self._held.values())
 
-    def hold(self, connection: Any) -> None:
-        """A connection lost its socket and waits for its client; end the owner's oldest beyond the cap."""
+    def hold(self, connection: Any, *, evict: bool = True) -> None:
+        """A connection lost its socket and waits for its client; end the owner's oldest beyond the cap.
+
+        ``evict=False``: its client is already back on a new socket that takes it over at once (the
+        old socket still looked alive), so it is not one more connection waiting and ends no other.
+        """
         owner = self._owner(connection)
         held = self._held.setdefault(owner, OrderedDict())
         held[connection.connection_id] = (connection, time.monotonic())
         limit = get_hub_settings().max_held_connections_per_user
-        while len(held) > limit:
+        while evict and len(held) > limit:
             _id, (oldest, _since) = held.popitem(last=False)
             oldest.expire(f"its user holds more than {limit} connections waiting to reconnect")
         if not held:

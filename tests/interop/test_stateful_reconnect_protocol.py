@@ -470,16 +470,22 @@ async def test_a_dropped_socket_resumes_with_sequence_and_the_unacknowledged_mes
     replay = list(raw.tracked)
     assert len(replay) == 4  # the JoinGroup completion and three group messages, none acknowledged
     raw.drop()
+    await clients.logged(f"connection {body['connectionId']} lost its socket")
+    # Sent to the group while the connection has no socket: kept for it.
+    await sender.send(*(invocation("SendToGroup", "resume-room", f"down{i}") for i in range(3)))
+    assert await sender.call("Echo", "sync", invocation_id="sync") == "sync"
 
     again = await resumed(clients, body, "alice", replay)
     assert again.seen[-1] == sequence(1)
-    assert received(again) == []  # (the replay is checked as text above)
     # The client's side: its next message is number 2 (the server acknowledged 1).
     await again.send(sequence(2))
     assert await again.call("GetConnectionId", invocation_id="id") == body["connectionId"]
     await sender.send(invocation("SendToGroup", "resume-room", "after"))
     await again.until(lambda m: m.get("arguments") == ["group", "after"])
-    assert await acked(again, 2) == [2]
+    # After the replay (checked as text above): what came meanwhile, once and in order, then the new one.
+    assert received(again) == ["down0", "down1", "down2", "after"]
+    # (After a reattach the server may first acknowledge again what it had: 1.)
+    assert set(await acked(again, 2)) <= {1, 2}
 
 
 # ---------------------------------------------------------------- 4. acks
@@ -508,7 +514,18 @@ async def test_acks_both_ways_and_a_resume_replays_only_what_came_after_the_ack(
     assert again.seen[-1] == sequence(4)
     await again.send(sequence(6), invocation("Echo", "f", invocation_id="e5"))
     assert (await again.until(lambda m: m.get("type") == 3)) == {"type": 3, "invocationId": "e5", "result": "f"}
-    assert await acked(again, 6) == [6]
+    assert set(await acked(again, 6)) <= {5, 6}
+
+    # A second drop: the numbering goes on from the first socket's (e5's completion was number 6).
+    await again.send(ack(6), invocation("Echo", "g", invocation_id="e6"))
+    await again.until(lambda m: m.get("type") == 3 and m.get("invocationId") == "e6")
+    await acked(again, 7)
+    assert len(again.tracked) == 2  # the completions of e5 and e6 (the replay is not counted here)
+    again.drop()
+    third = await resumed(clients, body, "alice", again.tracked[1:])
+    assert third.seen[-1] == sequence(7)
+    await third.send(sequence(8))
+    assert await third.call("Echo", "h", invocation_id="e7") == "h"
 
 
 async def test_an_ack_of_part_of_the_buffer_replays_the_rest(clients):
@@ -516,14 +533,17 @@ async def test_an_ack_of_part_of_the_buffer_replays_the_rest(clients):
     raw, body = await clients.start("alice")
     await raw.send(*(invocation("Echo", i, invocation_id=f"e{i}") for i in range(4)))
     await raw.until(lambda m: m.get("type") == 3 and m.get("invocationId") == "e3")
-    await raw.send(ack(2))
     assert await acked(raw, 4) == [4]
-    await asyncio.sleep(0.3)  # the Ack reached the server (nothing answers it)
+    # The Echo after the Ack shows it was read; its completion (5) joins the replay.
+    await raw.send(ack(2), invocation("Echo", 4, invocation_id="e4"))
+    await raw.until(lambda m: m.get("type") == 3 and m.get("invocationId") == "e4")
+    await acked(raw, 5)
     replay = raw.tracked[2:]
+    assert len(replay) == 3
     raw.drop()
     again = await resumed(clients, body, "alice", replay)
     assert again.seen[-1] == sequence(3)
-    await again.send(sequence(5))
+    await again.send(sequence(6))
     assert await again.call("Echo", "ok", invocation_id="after") == "ok"
 
 
@@ -670,7 +690,7 @@ async def test_messages_before_the_sequence_are_dropped_and_duplicates_are_not_r
     assert completion == {"type": 3, "invocationId": "c2", "result": 2}  # c1 ran once, "early" never
     later = await again.silence(2.5)
     assert [m for m in later if m.get("type") == 3] == []
-    assert acks(again.seen) == [2]
+    assert acks(again.seen)[-1:] == [2] and set(acks(again.seen)) <= {1, 2}
 
 
 # ---------------------------------------------------------------- 8. the window
@@ -771,10 +791,9 @@ async def test_the_server_acknowledges_again_on_a_resumed_socket(clients):
     assert [m for m in again.seen if m.get("type") == 3] == []  # the duplicate was not run again
 
 
-# ---------------------------------------------------------------- server bug (strict xfail: remove the mark once fixed)
+# ---------------------------------------------------------------- a replaced socket is no held connection
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: a socket replaced by a resume counts as a held connection")
 async def test_replacing_a_live_socket_does_not_evict_a_held_connection(clients):
     """carol holds two dropped connections (the cap) and replaces the socket of a third that never dropped:
     that third one is never waiting for its client, so neither held connection may be ended."""

@@ -81,6 +81,9 @@
     .withUrl("/chatHub")
     // Keep trying for as long as the page is open (the default gives up after four attempts).
     .withAutomaticReconnect({ nextRetryDelayInMilliseconds: (ctx) => Math.min(500 * 2 ** ctx.previousRetryCount, 3000) })
+    // A dropped socket (a laptop waking up, a phone changing networks) resumes the same connection
+    // without losing a message, when the server allows it (ALLOW_STATEFUL_RECONNECTS).
+    .withStatefulReconnect()
     .build();
 
   connection.on("RoomMessage", (room, message) => {

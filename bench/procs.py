@@ -22,6 +22,8 @@ CLIENT_CORE = 1
 #: Implementation name -> (server kind, WebSocket path, client protocol).
 IMPLS: dict[str, tuple[str, str, str]] = {
     "hub-uvicorn": ("uvicorn", "/hub", "signalr"),
+    # The same, with METRICS off: what the Prometheus metrics cost on the hot path.
+    "hub-uvicorn-nometrics": ("uvicorn-nometrics", "/hub", "signalr"),
     "hub-daphne": ("daphne", "/hub", "signalr"),
     "raw_ws": ("raw_ws", "/", "signalr"),
     "channels-daphne": ("daphne", "/channels", "signalr"),
@@ -142,7 +144,10 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
         "BENCH_GC_LOG": os.environ.get("BENCH_GC_LOG", ""),
         "BENCH_TRACEMALLOC": os.environ.get("BENCH_TRACEMALLOC", ""),
         "BENCH_DB": str(Path(tempfile.gettempdir()) / f"signalr_groups_bench_{os.getpid()}.sqlite3"),
+        "BENCH_METRICS": "0" if kind == "uvicorn-nometrics" else "1",
     }
+    if kind == "uvicorn-nometrics":
+        kind = "uvicorn"
     # uvicorn: no per-connection INFO lines (access logs off for every server); then it cannot report the port
     # it picked, so it gets a free one (free_port() races only with other processes binding port 0 meanwhile).
     port: int | None = None

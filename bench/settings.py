@@ -49,7 +49,11 @@ elif _LAYER == "pubsub":
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
-SIGNALR_GROUPS: dict[str, object] = {"USER_ID_PROVIDER": "bench.hubs.query_user_id"}
+SIGNALR_GROUPS: dict[str, object] = {
+    "USER_ID_PROVIDER": "bench.hubs.query_user_id",
+    # BENCH_METRICS=0: Prometheus metrics off (the hub-uvicorn-nometrics implementation).
+    "METRICS": os.environ.get("BENCH_METRICS", "1") != "0",
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -31,10 +31,12 @@ from bench.targets import evaluate, smoke_failures
 
 RESULTS = ROOT / "bench" / "results"
 ALL_IMPLS = ("hub-uvicorn", "hub-daphne", "raw_ws", "channels-daphne", "socketio")
+#: The hot paths, once more with metrics off, in the same run (the metrics' cost).
+METRICS_OFF = ("hub-uvicorn-nometrics",)
 SCENARIO_IMPLS: dict[str, tuple[str, ...]] = {
-    "echo": ALL_IMPLS,
-    "broadcast": ALL_IMPLS,
-    "groups": ALL_IMPLS,
+    "echo": ALL_IMPLS + METRICS_OFF,
+    "broadcast": ALL_IMPLS + METRICS_OFF,
+    "groups": ALL_IMPLS + METRICS_OFF,
     "users": ALL_IMPLS,
     "churn": ALL_IMPLS,
     "idle": ("hub-uvicorn", "hub-daphne", "raw_ws", "socketio"),

@@ -55,6 +55,14 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
             {"name": name, "value": None if value is None else round(value, 2), "holds": holds, "detail": detail}
         )
 
+    for name in ("echo", "broadcast", "groups"):
+        cost = _cpu_ratio(scenarios, name, "hub-uvicorn-nometrics", "hub-uvicorn")
+        add(
+            f"hub-uvicorn: server CPU per delivery with metrics on vs off ({name})",
+            cost,
+            cost is not None and cost <= 1.10,
+            "<= 1.10x: Prometheus metrics (METRICS, on by default) add at most 10% on the hot path; same run",
+        )
     raw = _steps(scenarios, "broadcast", "raw_ws")
     for hub in HUBS:
         ours = _steps(scenarios, "broadcast", hub)

@@ -67,16 +67,16 @@ class HubCalls:
 
         filters = self.hub.hub_filters()
         invocation = HubInvocationContext(hub, method, list(arguments), self.context)
-        done = metrics.invocation(self.hub.hub_key(), method.signalr_name)
+        since = metrics.started()
         try:
             result = await call(invocation) if not filters else await run_invoke(filters, invocation, call)
         except HubError:
-            done("hub_error")
+            metrics.invoked(self.hub.hub_key(), method.signalr_name, "hub_error", since)
             raise
         except BaseException:
-            done("error")
+            metrics.invoked(self.hub.hub_key(), method.signalr_name, "error", since)
             raise
-        done("ok")
+        metrics.invoked(self.hub.hub_key(), method.signalr_name, "ok", since)
         return result
 
     async def call_lifecycle(self, name: str, *args: Any) -> None:

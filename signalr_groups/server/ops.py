@@ -1,8 +1,8 @@
 """Views for operators: Prometheus metrics, and health endpoints for load balancers.
 
-- :func:`metrics_view`: the Prometheus text format of the default registry (or, with
-  ``PROMETHEUS_MULTIPROC_DIR`` set, of every process of the host). Answered to staff users and to
-  the addresses of ``METRICS_ALLOWED_ADDRESSES``; 403 otherwise.
+- :func:`metrics_view`: the Prometheus text format of prometheus-client's default registry, this
+  process's metrics (scrape every process; see :mod:`signalr_groups.metrics`). Answered to staff
+  users and to the addresses of ``METRICS_ALLOWED_ADDRESSES``; 403 otherwise.
 - :func:`readiness_view`: 200 when this process can serve: its database answers, a message
   sent through the channel layer comes back, and every running hub's layer subscription is alive;
   503 otherwise, with a JSON body saying which check failed. 503 too while the process drains
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from typing import Any, Final
+from typing import Final
 
 from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from signalr_groups.backplane.layer import get_layer, release_channel
@@ -36,14 +35,6 @@ from signalr_groups.server.shutdown import draining
 CHECK_TIMEOUT: Final = 2.0
 
 
-def _registry() -> Any:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    return REGISTRY
-
-
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics, in Prometheus' text format (staff, or an allowed address; else 403)."""
     address = str(request.META.get("REMOTE_ADDR") or "")
@@ -51,7 +42,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
         user = await request.auser() if hasattr(request, "auser") else None
         if not getattr(user, "is_staff", False):
             return HttpResponse("Metrics are for staff and METRICS_ALLOWED_ADDRESSES.", status=403)
-    body = generate_latest(_registry())
+    body = generate_latest(REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -347,7 +347,9 @@ class HubConnection:
             self.outbox.resumable(session, self.protocol.ping, self.protocol.sequence)
         loop = self._loop = asyncio.get_running_loop()
         self._receive = receive
-        self._socket_done = loop.create_future()
+        if self.session is not None:
+            # (Only a resumable connection can be taken over by a new socket, which waits for this.)
+            self._socket_done = loop.create_future()
         # Until the message loop runs (registration, the handshake's answer, on_connected) nothing
         # reads what the client sends: under daphne, stop reading the socket meanwhile.
         self.flow.pause_reading("starting")

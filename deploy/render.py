@@ -26,7 +26,9 @@ def render(
     """The site configuration for these values."""
     if not upstreams:
         raise ValueError("at least one --upstream (host:port of an app process) is needed")
-    servers = "\n".join(f"    server {upstream} max_fails=1 fail_timeout=5s;" for upstream in upstreams)
+    # max_fails=0: a draining process's 503 must not take it out of rotation (a rolling restart
+    # would then find no live upstream); a process that is down costs a refused connection, retried.
+    servers = "\n".join(f"    server {upstream} max_fails=0;" for upstream in upstreams)
     values = {
         "LISTEN": listen,
         "SERVER_NAME": server_name,

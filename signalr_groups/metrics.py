@@ -119,7 +119,7 @@ def invoked(hub: str, method: str, outcome: str, since: float) -> None:
 
 
 def sent(hub: str, address: str) -> None:
-    """One send (whatever the number of recipients)."""
+    """One send (whatever the number of recipients) to an address of kind ``address`` (all, connections, groups, users)."""
     if enabled():
         key = (hub, address)
         _sent[key] = _sent.get(key, 0) + 1
@@ -231,7 +231,7 @@ class SignalRCollector(Collector):
         )
         yield _counter(
             "messages_sent",
-            "Sends (clients.*.send), by the kind of address (all, group, user, ...).",
+            "Sends (clients.*.send), by the kind of address (all, connections, groups, users).",
             ["hub", "address"],
             _sent,
         )

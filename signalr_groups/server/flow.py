@@ -136,6 +136,8 @@ class DaphneFlowControl(_TwistedWriteProducer):
         self._transport = protocol.transport
         self._queue = queue
         self._paused_for: set[str] = set()
+        #: Set once the linger began: a later pause (the message loop's "closing") must not undo its resume.
+        self._lingering = False
         self._registered = False
         # After the upgrade, daphne leaves the HTTP channel registered as the TCP transport's
         # producer: take its place, so that Twisted tells us (not it) when the write buffer fills
@@ -153,6 +155,8 @@ class DaphneFlowControl(_TwistedWriteProducer):
     # --- FlowControl
 
     def _pause(self, reason: str) -> None:
+        if self._lingering:
+            return  # closing: nothing may stop the client's close from being read (see linger)
         if not self._paused_for:
             self._transport.pauseProducing()
         self._paused_for.add(reason)
@@ -191,6 +195,7 @@ class DaphneFlowControl(_TwistedWriteProducer):
 
     async def linger(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
         """Read again (the client's close must get through), then wait for it as :class:`FlowControl` does."""
+        self._lingering = True
         self._resume_all()
         return await super().linger(receive)
 

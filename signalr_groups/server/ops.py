@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from typing import Final
 
@@ -35,10 +36,20 @@ from signalr_groups.server.shutdown import draining
 CHECK_TIMEOUT: Final = 2.0
 
 
+def _normalized(address: str) -> str:
+    """An address as ``METRICS_ALLOWED_ADDRESSES`` holds them (an IPv4-mapped IPv6 address as IPv4)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics, in Prometheus' text format (staff, or an allowed address; else 403)."""
-    address = str(request.META.get("REMOTE_ADDR") or "")
-    if address not in get_hub_settings().metrics_allowed_addresses:
+    if _normalized(str(request.META.get("REMOTE_ADDR") or "")) not in get_hub_settings().metrics_allowed_addresses:
         user = await request.auser() if hasattr(request, "auser") else None
         if not getattr(user, "is_staff", False):
             return HttpResponse("Metrics are for staff and METRICS_ALLOWED_ADDRESSES.", status=403)
@@ -97,13 +108,17 @@ def _check_subscriptions() -> str | None:
 
 async def readiness_view(request: HttpRequest) -> HttpResponse:
     """200 ``{"status": "ready", "checks": {...}}`` or 503 with the failed checks' reasons."""
-    database, layer = await asyncio.gather(_check_database(), _check_layer())
-    checks: dict[str, str | None] = {
-        "database": database,
-        "channel_layer": layer,
-        "layer_subscriptions": _check_subscriptions(),
-        "draining": "this process is shutting down" if draining() else None,
-    }
+    if draining():
+        # At once: a load balancer should stop sending here now, not after the other checks.
+        checks: dict[str, str | None] = {"draining": "this process is shutting down"}
+    else:
+        database, layer = await asyncio.gather(_check_database(), _check_layer())
+        checks = {
+            "database": database,
+            "channel_layer": layer,
+            "layer_subscriptions": _check_subscriptions(),
+            "draining": None,
+        }
     failed = {name: reason for name, reason in checks.items() if reason is not None}
     body = {
         "status": "unavailable" if failed else "ready",

@@ -24,6 +24,7 @@ from typing import Any
 
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.lifetime.managers import running_managers
+from signalr_groups.server.state import ConnectionState
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ def _hand_over(previous: Any, signum: int, frame: Any) -> None:
         signal.raise_signal(signal.SIGTERM)
 
 
+def _torn_down(connection: Any) -> bool:
+    """Whether a connection's teardown ran to its end (its socket closed, its metrics counted)."""
+    return getattr(connection, "state", ConnectionState.CLOSED) is ConnectionState.CLOSED
+
+
 async def drain() -> int:
     """Close every connection of this process with ``allowReconnect: true`` and wait for them to end.
 
@@ -85,18 +91,20 @@ async def drain() -> int:
     _state["draining"] = True
     started = time.monotonic()
     managers = running_managers()
-    closed = 0
-    for manager in managers:
-        for connection in list(manager.connections.values()):
-            connection.abort(None, True)
-            closed += 1
+    connections = [connection for manager in managers for connection in list(manager.connections.values())]
+    for connection in connections:
+        connection.abort(None, True)
+    closed = len(connections)
     logger.warning("signalr_groups: shutting down: asked %d connection(s) to reconnect elsewhere", closed)
     step = 0.05
     for _ in range(int(get_hub_settings().shutdown_drain_timeout / step) + 1):
-        if not any(manager.running for manager in managers):
+        # Torn down, not only unregistered: the Close written, the socket closed, the metrics counted.
+        if all(_torn_down(connection) for connection in connections) and not any(
+            manager.running for manager in managers
+        ):
             break
         await asyncio.sleep(step)
-    left = sum(len(manager.connections) for manager in managers)
+    left = sum(not _torn_down(connection) for connection in connections)
     if left:
         logger.warning("signalr_groups: %d connection(s) still open after the drain timeout", left)
     logger.warning("signalr_groups: drained in %.2f s", time.monotonic() - started)

@@ -60,13 +60,51 @@ async function handle(cmd) {
       return {};
     case "spam": {
       // Fire-and-forget sends in the background: {seq, t} payloads every `interval` ms.
+      // `tolerant`: a failed send (the connection is reconnecting) skips its number instead of
+      // stopping; "spam_status" reports them, "spam_stop" ends the loop early.
+      const spam = { next: 0, sent: [], skipped: [], stop: false, done: false };
+      entry.spam = spam;
       (async () => {
-        for (let seq = 0; seq < cmd.count; seq++) {
-          await entry.connection.send(cmd.method, cmd.group, JSON.stringify({ seq, t: Date.now() }));
+        for (let seq = 0; seq < cmd.count && !spam.stop; seq++) {
+          spam.next = seq;
+          const payload = JSON.stringify({ seq, t: Date.now() });
+          if (cmd.tolerant) {
+            try {
+              await entry.connection.send(cmd.method, cmd.group, payload);
+              spam.sent.push(seq);
+            } catch (error) {
+              spam.skipped.push(seq);
+            }
+          } else {
+            await entry.connection.send(cmd.method, cmd.group, payload);
+            spam.sent.push(seq);
+          }
+          spam.next = seq + 1;
           await new Promise((resolve) => setTimeout(resolve, cmd.interval));
         }
+        spam.done = true;
         entry.events.push({ target: "__spam_done__", args: [] });
-      })().catch((error) => entry.events.push({ target: "__spam_error__", args: [String(error)] }));
+      })().catch((error) => {
+        spam.done = true;
+        entry.events.push({ target: "__spam_error__", args: [String(error)] });
+      });
+      return {};
+    }
+    case "spam_status": {
+      // How far a spam got: the next number, the numbers sent and the numbers skipped (tolerant mode).
+      const spam = entry.spam;
+      return spam
+        ? { next: spam.next, sent: spam.sent.length, lastSent: spam.sent.length ? spam.sent[spam.sent.length - 1] : null,
+            skipped: spam.skipped, done: spam.done, sentNumbers: cmd.full ? spam.sent : undefined }
+        : { next: null };
+    }
+    case "spam_stop": {
+      // End a spam early; answers once its loop has ended (so nothing is sent after this).
+      const spam = entry.spam;
+      if (spam) {
+        spam.stop = true;
+        while (!spam.done) await new Promise((resolve) => setTimeout(resolve, 5));
+      }
       return {};
     }
     case "stream": {

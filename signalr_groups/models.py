@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import django
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -21,6 +22,12 @@ _ACCESS_FIELDS = frozenset(
 #: Sent by ``GroupGrant.objects.filter(...).update(...)`` (which sends no ``post_save``), with the
 #: grants as they were (``before``, a list) and as they are now (``after``, a queryset).
 grants_updated = Signal()
+
+
+def _check_constraint(condition: Q, name: str) -> models.CheckConstraint:
+    """A ``CheckConstraint`` on any supported Django: 5.1 renamed ``check=`` to ``condition=`` (6.0 drops ``check=``)."""
+    options: dict[str, Any] = {"condition" if django.VERSION >= (5, 1) else "check": condition}
+    return models.CheckConstraint(name=name, **options)
 
 
 class GroupGrantQuerySet(models.QuerySet["GroupGrant"]):
@@ -107,8 +114,8 @@ class GroupGrant(models.Model):
         ordering = ("hub", "group", "-granted_at")
         indexes = [models.Index(fields=("hub", "group"))]
         constraints = [
-            models.CheckConstraint(
-                condition=(Q(user__isnull=False) & Q(auth_group__isnull=True))
+            _check_constraint(
+                (Q(user__isnull=False) & Q(auth_group__isnull=True))
                 | (Q(user__isnull=True) & Q(auth_group__isnull=False)),
                 name="signalr_grant_user_xor_auth_group",
             )

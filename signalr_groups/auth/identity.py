@@ -14,7 +14,8 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user, get_user_model
+from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 
 from signalr_groups.auth.access_tokens import user_for_access_token
@@ -43,6 +44,19 @@ def bearer_from_scope(scope: dict[str, Any]) -> str | None:
     except ValueError:
         return None
     return values[0] if values else None
+
+
+async def session_user(request: HttpRequest) -> Any | None:
+    """The user ``AuthenticationMiddleware`` gives ``request`` (``AnonymousUser`` if none); None without it.
+
+    ``request.auser()`` where Django has it (5.0 and later); on Django 4.2, which has only the lazy
+    ``request.user``, the session is read in a worker thread, as ``auser()`` does.
+    """
+    if hasattr(request, "auser"):
+        return await request.auser()
+    if hasattr(request, "user"):
+        return await database_sync_to_async(get_user)(request)
+    return None
 
 
 async def user_from_token(token: str) -> Any | None:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import django
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+
+# Django 5.1 renamed CheckConstraint's check= to condition= (6.0 drops check=; 4.2 and 5.0 know only check=).
+_CONDITION = "condition" if django.VERSION >= (5, 1) else "check"
+
+
+def _condition(q: models.Q) -> dict[str, Any]:
+    return {_CONDITION: q}
 
 
 class Migration(migrations.Migration):
@@ -138,12 +148,14 @@ class Migration(migrations.Migration):
                 "indexes": [models.Index(fields=["hub", "group"], name="signalr_gro_hub_6a2bc3_idx")],
                 "constraints": [
                     models.CheckConstraint(
-                        condition=models.Q(
-                            models.Q(("user__isnull", False), ("auth_group__isnull", True)),
-                            models.Q(("user__isnull", True), ("auth_group__isnull", False)),
-                            _connector="OR",
-                        ),
                         name="signalr_grant_user_xor_auth_group",
+                        **_condition(
+                            models.Q(
+                                models.Q(("user__isnull", False), ("auth_group__isnull", True)),
+                                models.Q(("user__isnull", True), ("auth_group__isnull", False)),
+                                _connector="OR",
+                            )
+                        ),
                     )
                 ],
             },

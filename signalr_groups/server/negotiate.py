@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from signalr_groups.auth.access_tokens import issue_access_token
 from signalr_groups.auth.connection_tokens import issue
-from signalr_groups.auth.identity import bearer_from_header, user_from_token
+from signalr_groups.auth.identity import bearer_from_header, session_user, user_from_token
 from signalr_groups.auth.origin import cors_headers, listed_origin
 from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.conf import get_hub_settings
@@ -84,7 +84,6 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
             limiter = limiters[rate] = KeyedRateLimiter(rate)
         return not limiter.allow(address_key(str(request.META.get("REMOTE_ADDR") or "")))
 
-    @csrf_exempt
     async def negotiate(request: HttpRequest) -> HttpResponse:
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS" and listed_origin(origin) is not None:
@@ -144,7 +143,7 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
             if user is None:
                 return HttpResponse("Invalid or expired access token.", status=401, content_type="text/plain")
         else:
-            user = await request.auser() if hasattr(request, "auser") else None
+            user = await session_user(request)
         permissions = hub.hub_permissions()
         if permissions and not await database_sync_to_async(check_permissions)(permissions, user, hub, None):
             if not getattr(user, "is_authenticated", False):
@@ -173,6 +172,8 @@ def negotiate_view(hub: type[Hub]) -> Callable[[HttpRequest], Awaitable[HttpResp
 
     negotiate.__name__ = negotiate.__qualname__ = f"negotiate_{hub.__name__}"
     negotiate.signalr_hub = hub  # type: ignore[attr-defined]  # read by routed_hubs()
+    # What @csrf_exempt sets: before Django 5.0 the decorator turns an async view into a sync one.
+    negotiate.csrf_exempt = True  # type: ignore[attr-defined]
     return negotiate
 
 

@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from signalr_groups.auth.identity import session_user
 from signalr_groups.backplane.layer import get_layer, release_channel
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.lifetime.managers import running_managers
@@ -50,7 +51,7 @@ def _normalized(address: str) -> str:
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics, in Prometheus' text format (staff, or an allowed address; else 403)."""
     if _normalized(str(request.META.get("REMOTE_ADDR") or "")) not in get_hub_settings().metrics_allowed_addresses:
-        user = await request.auser() if hasattr(request, "auser") else None
+        user = await session_user(request)
         if not getattr(user, "is_staff", False):
             return HttpResponse("Metrics are for staff and METRICS_ALLOWED_ADDRESSES.", status=403)
     body = generate_latest(REGISTRY)

@@ -32,7 +32,7 @@ FALLBACKS = {
     "sse": "window.WebSocket = undefined;",
     "long-polling": "window.WebSocket = undefined; window.EventSource = undefined;",
 }
-NEGOTIATE = re.compile(r"/chatHub/negotiate\?negotiateVersion=1$")
+NEGOTIATE = re.compile(r"/chatHub/negotiate\?negotiateVersion=1(&useStatefulReconnect=true)?$")  # (room.js asks for it)
 STREAM = re.compile(r"/chatHub\?id=([^&]+)$")  # the SSE stream (the client's sends are POSTs to the same URL)
 POLL = re.compile(r"/chatHub\?id=([^&]+)&_=\d+$")  # a long poll: the client adds a cache-busting &_=<ms>
 

@@ -11,17 +11,26 @@ from typing import Final
 MAX_KEYS: Final = 10_000
 
 
-def address_key(address: str) -> str:
-    """The key a per-address limit counts by: the address, or for IPv6 its /64 (one host can hold a whole /64)."""
+def plain_address(address: str) -> str:
+    """An IP address in its canonical text (an IPv4-mapped IPv6 address as IPv4); anything else unchanged."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
     return str(ip)
+
+
+def address_key(address: str) -> str:
+    """The key a per-address limit counts by: the address, or for IPv6 its /64 (one host can hold a whole /64)."""
+    plain = plain_address(address)
+    if ":" in plain:
+        try:
+            return str(ipaddress.ip_network(f"{plain}/64", strict=False))
+        except ValueError:
+            return plain
+    return plain
 
 
 class TokenBucket:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from typing import Final
 
@@ -31,26 +30,16 @@ from signalr_groups.auth.identity import session_user
 from signalr_groups.backplane.layer import get_layer, release_channel
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.lifetime.managers import running_managers
+from signalr_groups.rate_limits import plain_address
 from signalr_groups.server.shutdown import draining
 
 #: Seconds each readiness check may take.
 CHECK_TIMEOUT: Final = 2.0
 
 
-def _normalized(address: str) -> str:
-    """An address as ``METRICS_ALLOWED_ADDRESSES`` holds them (an IPv4-mapped IPv6 address as IPv4)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return str(parsed.ipv4_mapped)
-    return str(parsed)
-
-
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics, in Prometheus' text format (staff, or an allowed address; else 403)."""
-    if _normalized(str(request.META.get("REMOTE_ADDR") or "")) not in get_hub_settings().metrics_allowed_addresses:
+    if plain_address(str(request.META.get("REMOTE_ADDR") or "")) not in get_hub_settings().metrics_allowed_addresses:
         user = await session_user(request)
         if not getattr(user, "is_staff", False):
             return HttpResponse("Metrics are for staff and METRICS_ALLOWED_ADDRESSES.", status=403)

@@ -47,6 +47,7 @@ from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live import NodeDriver, ServerProcess, free_port, received, stop_process
+from tests.nginx_config import round_robin_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -71,48 +72,19 @@ NORMAL_EXIT = {"daphne": {0}, "uvicorn": {0, -signal.SIGTERM}}
 
 def _nginx_config(prefix: Path, port: int, upstreams: tuple[int, int]) -> str:
     # As tests/scaleout/test_nginx_round_robin.py, plus: a process that refuses the connection (stopped)
-    # or answers 503 (draining: negotiate and new sockets are refused) is skipped for the next one, even
-    # for negotiate's POST (non_idempotent: a refused negotiate did nothing). max_fails=0: nginx never
-    # marks a process down (with the default, one failure takes it out for fail_timeout, even after it is
-    # back and ready; a restart of the other one meanwhile would leave nginx with no process at all: 502).
-    servers = "\n".join(f"        server 127.0.0.1:{upstream} max_fails=0;" for upstream in upstreams)
-    return f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    default_type application/octet-stream;
-    log_format rr '$upstream_addr|$status|$request_method|$request_uri|$request_time|$upstream_response_time';
-    access_log {prefix}/access.log rr;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    upstream signalr {{
-{servers}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://signalr;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_next_upstream error timeout http_502 http_503 http_403 non_idempotent;
-            proxy_connect_timeout 2s;
-            proxy_buffering off;
-            proxy_cache off;
-            proxy_read_timeout 120s;
-            proxy_send_timeout 120s;
-        }}
-    }}
-}}
-"""
+    # or answers 503 (draining: negotiate and new sockets are refused; daphne words a refused socket 403)
+    # is skipped for the next one, even for negotiate's POST (non_idempotent: a refused negotiate did
+    # nothing). max_fails=0: nginx never marks a process down (with the default, one failure takes it out
+    # for fail_timeout, even after it is back and ready; a restart of the other one meanwhile would leave
+    # nginx with no process at all: 502).
+    return round_robin_config(
+        prefix,
+        port,
+        upstreams,
+        server_options="max_fails=0",
+        location_extra="""            proxy_next_upstream error timeout http_502 http_503 http_403 non_idempotent;
+            proxy_connect_timeout 2s;""",
+    )
 
 
 @dataclass

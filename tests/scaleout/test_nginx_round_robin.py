@@ -34,6 +34,7 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 
 from tests.live import NodeDriver, ServerProcess, free_port, received, stop_process
+from tests.nginx_config import round_robin_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,47 +108,6 @@ class Nginx:
         return entries
 
 
-def _nginx_config(prefix: Path, port: int, upstreams: tuple[int, int]) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{upstream};" for upstream in upstreams)
-    return f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    default_type application/octet-stream;
-    log_format rr '$upstream_addr|$status|$request_method|$request_uri|$request_time|$upstream_response_time';
-    access_log {prefix}/access.log rr;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    # Plain round robin: no ip_hash, no hash, no sticky.
-    upstream signalr {{
-{servers}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://signalr;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            # Server-Sent Events and long polls: pass data on at once, and wait long for it.
-            proxy_buffering off;
-            proxy_cache off;
-            proxy_read_timeout {PROXY_READ_TIMEOUT}s;
-            proxy_send_timeout {PROXY_READ_TIMEOUT}s;
-        }}
-    }}
-}}
-"""
-
-
 @pytest.fixture(scope="module")
 def nginx(servers, tmp_path_factory) -> Iterator[Nginx]:
     """Debian's nginx on a free loopback port, round-robin over A and B; stopped by its PID."""
@@ -159,7 +119,7 @@ def nginx(servers, tmp_path_factory) -> Iterator[Nginx]:
     port = free_port()
     upstreams = (servers[0].port, servers[1].port)
     config = prefix / "nginx.conf"
-    config.write_text(_nginx_config(prefix, port, upstreams))
+    config.write_text(round_robin_config(prefix, port, upstreams, read_timeout=PROXY_READ_TIMEOUT))
     process = subprocess.Popen(
         [binary, "-c", str(config), "-p", str(prefix), "-e", str(prefix / "error.log"), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,

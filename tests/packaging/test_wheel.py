@@ -92,7 +92,9 @@ def copy_working_tree(destination: Path) -> Path:
 
 def build_frontend(scratch: Path) -> list[str]:
     """``python -m build`` from this interpreter if it has it, else from a throwaway virtualenv."""
-    if importlib.util.find_spec("build") is not None:
+    spec = importlib.util.find_spec("build")
+    # (origin None: a namespace package, such as the repository's own build/ output folder, not pypa/build)
+    if spec is not None and spec.origin is not None:
         return [sys.executable, "-m", "build"]
     python = new_venv(scratch / "builder", with_pip=True)
     run([str(python), "-m", "pip", "install", "--quiet", "build>=1.2,<2"], timeout=300)
@@ -304,7 +306,8 @@ def negotiate_handshake_invoke(port: int) -> tuple[dict[str, Any], list[dict[str
 def test_the_wheel_and_sdist_install_and_serve_a_hub(tmp_path: Path) -> None:
     source = copy_working_tree(tmp_path / "source")
     dist = tmp_path / "dist"
-    run([*build_frontend(tmp_path), "--outdir", str(dist), str(source)], timeout=300)
+    # From the scratch folder: the repository's build/ output folder must not shadow pypa/build.
+    run([*build_frontend(tmp_path), "--outdir", str(dist), str(source)], timeout=300, cwd=tmp_path)
     (wheel,) = dist.glob("*.whl")
     (sdist,) = dist.glob("*.tar.gz")
 

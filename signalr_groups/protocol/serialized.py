@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class SerializedInvocation:
     """A non-blocking Invocation of client method ``target``, as JSON (always) and MessagePack (lazily)."""
 
-    __slots__ = ("_arguments", "_msgpack", "_target", "json")
+    __slots__ = ("_arguments", "_msgpack", "_target", "binary_frame", "json", "text_frame")
 
     def __init__(
         self,
@@ -37,6 +37,10 @@ class SerializedInvocation:
         self._msgpack = msgpack
         self._target = target
         self._arguments = arguments
+        #: The WebSocket frames of the JSON and MessagePack forms, built by the server layer for
+        #: its first recipient and shared by the others (see :mod:`signalr_groups.server.uvicorn_socket`).
+        self.text_frame: bytes | None = None
+        self.binary_frame: bytes | None = None
 
     @classmethod
     def of(cls, target: str, arguments: list[Any] | tuple[Any, ...]) -> SerializedInvocation:

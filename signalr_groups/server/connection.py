@@ -162,7 +162,7 @@ class HubConnection:
         if self.state is _OPEN or self.state is _HANDSHAKING:
             frame = message.json if self.protocol is JSON else self.protocol.invocation(message)
             if frame:
-                self.outbox.put(frame)
+                self.outbox.put(frame, message)
 
     async def invoke_client(self, target: str, arguments: list[Any], timeout: float) -> Any:
         """Invoke ``target`` on this client and return its result (a client result; see :mod:`.client_results`)."""
@@ -370,6 +370,8 @@ class HubConnection:
             self._counted = True
             self.outbox.last_write = self.last_receive = time.monotonic()
             self._writer = asyncio.ensure_future(self.outbox.run())
+            if self.flow.direct_writes:
+                self.outbox.direct = self.flow
             if self.state is _OPEN:
                 try:
                     await self.dispatcher.calls.call_lifecycle("on_connected")
@@ -427,6 +429,7 @@ class HubConnection:
         self._socket_done = asyncio.get_running_loop().create_future()
         reader = self._reader = self.protocol.reader(self.settings.max_message_size)
         session.waiting_for_sequence = True
+        self.outbox.direct = flow if flow.direct_writes else None
         self.outbox.attach(
             send,
             writable=flow.writable if flow.controls_writes else None,

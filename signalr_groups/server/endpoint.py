@@ -27,8 +27,9 @@ from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server import shutdown
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
-from signalr_groups.server.flow import flow_control_for
+from signalr_groups.server.flow import FlowControl, flow_control_for
 from signalr_groups.server.socket_bridge import bridge_socket
+from signalr_groups.server.uvicorn_socket import uvicorn_flow_control
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ def query_param(scope: dict[str, Any], name: str) -> str | None:
         if key.lower() == wanted and values:
             return str(values[0])
     return None
+
+
+def _flow_control(receive: ASGIReceive, send: ASGISend) -> FlowControl:
+    """What the connection needs of the server that accepted the socket (see :mod:`.flow`, :mod:`.uvicorn_socket`)."""
+    return uvicorn_flow_control(send) or flow_control_for(receive, send)
 
 
 class Refusal(Exception):
@@ -129,7 +135,7 @@ class HubConsumer:
         if target.local is not None:
             # Stateful reconnect: the client's new socket takes its connection over.
             await send({"type": "websocket.accept"})
-            await target.local.resume(receive, send, flow_control_for(receive, send))
+            await target.local.resume(receive, send, _flow_control(receive, send))
             return
         connection_id, stateful_token = target.connection_id, target.stateful
         manager = get_manager(self.hub.hub_key(), create=True)
@@ -137,7 +143,7 @@ class HubConsumer:
             raise RuntimeError("no lifetime manager")
         await send({"type": "websocket.accept"})
         connection = HubConnection(
-            flow=flow_control_for(receive, send),
+            flow=_flow_control(receive, send),
             hub=self.hub,
             scope=scope,
             send=send,

@@ -57,6 +57,12 @@ class FlowControl:
     controls_writes = False
     #: Whether a closing connection waits for the client to close first (:meth:`linger`).
     lingers = False
+    #: Whether :meth:`write_frame` can write (the outbox skips the call otherwise).
+    direct_writes = False
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a whole WebSocket frame to the socket now, bypassing ASGI; False if this server cannot."""
+        return False
 
     def before_receive(self) -> None:
         """Called before each ``receive()``."""
@@ -255,7 +261,7 @@ class DaphneHttpFlowControl(_TwistedWriteProducer):
 _MAX_WRAPPERS: Final = 8
 
 
-def _unwrap_send(send: Any) -> Any:
+def unwrap_send(send: Any) -> Any:
     """The server's own ``send`` under middleware wrappers (Channels' session middleware keeps it as ``real_send``)."""
     for _ in range(_MAX_WRAPPERS):
         if isinstance(send, functools.partial):
@@ -269,7 +275,7 @@ def _unwrap_send(send: Any) -> Any:
 
 def _daphne_protocol(send: Callable[..., Awaitable[None]], module: str = "daphne.ws_protocol") -> Any | None:
     """daphne's protocol object (``WebSocketProtocol``, or ``WebRequest`` for HTTP) behind a ``send`` callable."""
-    send = _unwrap_send(send)
+    send = unwrap_send(send)
     if not isinstance(send, functools.partial) or not send.args:
         return None
     if getattr(send.func, "__qualname__", "") != "Server.handle_reply":

@@ -9,8 +9,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from signalr_groups.protocol.serialized import SerializedInvocation
+from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.gate import Gate
 from signalr_groups.server.stateful import StatefulSession
+from signalr_groups.server.uvicorn_socket import frame_of, shared_frame_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class Outbox:
         "_writable",
         "close_queued",
         "connection_id",
+        "direct",
         "last_write",
     )
 
@@ -110,6 +114,8 @@ class Outbox:
         self._control: deque[str | bytes] = deque()
         self._resend_due = False
         self._writing: ASGISend | None = None
+        #: The server's direct frame writer (see :mod:`.uvicorn_socket`), or None: records then always queue.
+        self.direct: FlowControl | None = None
 
     def resumable(
         self, session: StatefulSession, ping: str | bytes, sequence_record: Callable[[int], str | bytes]
@@ -121,6 +127,7 @@ class Outbox:
 
     def detach(self) -> None:
         """The socket is gone: hold everything until :meth:`attach` (stateful reconnect)."""
+        self.direct = None
         self._send = None
         self._writable = None
         self._before_close = None
@@ -165,8 +172,23 @@ class Outbox:
         """Nothing waits to be written."""
         return not self._queue
 
-    def put(self, record: str | bytes) -> None:
-        """Queue one serialized record; report pressure or overflow; wake the writer."""
+    def put(self, record: str | bytes, shared: SerializedInvocation | None = None) -> None:
+        """Write one serialized record now if the socket has room and nothing waits before it; else queue it.
+
+        The direct write (``direct``, under uvicorn) skips the writer task and the ASGI send path; a
+        record that is a form of ``shared`` (a send to many connections) reuses its frame.
+        """
+        direct = self.direct
+        # Only while the writer idles (it waits for records, not on the socket): nothing can then go before this.
+        if (
+            direct is not None
+            and self._waiter is not None
+            and not self._queue
+            and self.session is None
+            and direct.write_frame(frame_of(record) if shared is None else shared_frame_of(record, shared))
+        ):
+            self.last_write = time.monotonic()
+            return
         self._queue.append(record)
         self._chars += len(record)
         if self._chars > self._max_bytes >> 2:

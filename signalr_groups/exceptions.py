@@ -41,6 +41,10 @@ class HandshakeError(ProtocolError):
     """A handshake request the server cannot accept; its message goes into the handshake response."""
 
 
+class ConnectionClosedError(SignalRGroupsError):
+    """Passed to ``on_disconnected`` when a connection ended without a clean close."""
+
+
 class ClientResultError(SignalRGroupsError):
     """A client result (``clients.client(id).invoke(...)``) failed: the client answered with an error."""
 

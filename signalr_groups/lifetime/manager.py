@@ -11,8 +11,8 @@ hub). It orchestrates four parts, each in its own module:
 - a :class:`~signalr_groups.backplane.rpc.ReplyInbox` for answers to its requests,
 - the :class:`~.extensions.ManagerExtension` instances features registered.
 
-Delivery to local members is an in-process loop that appends one pre-serialized record to each
-connection's outbox. Keep-alive and timeouts are one sweep per second over the connections.
+Delivery to local members is an in-process loop that hands one pre-serialized record to each
+connection, in time slices (:mod:`.fanout`). Keep-alive and timeouts are one sweep per second over the connections, also in time slices.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from signalr_groups.exceptions import (
 )
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
+from signalr_groups.lifetime.fanout import SLICE_SECONDS, FanOut
 from signalr_groups.lifetime.registry import ConnectionRegistry, LocalConnection
 from signalr_groups.protocol.serialized import SerializedInvocation
 
@@ -58,6 +59,7 @@ class HubLifetimeManager:
         self.membership = LayerMembership(layer, hub_key, self.registry.interested) if layer is not None else None
         self.replies = ReplyInbox()
         self.fairness = YieldBudget()
+        self.fanout = FanOut(self.registry, self._delivered)
         self.extensions: tuple[ManagerExtension, ...] = tuple(factory(self) for factory in registered_extensions())
         handlers: dict[str, LayerHandler] = {
             SEND: self._on_send,
@@ -131,6 +133,7 @@ class HubLifetimeManager:
 
     async def _stop(self) -> None:
         self._running = False
+        self.fanout.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -312,11 +315,15 @@ class HubLifetimeManager:
 
     # ------------------------------------------------------------------ delivery and commands
 
-    def deliver_local(self, address: Address, record: SerializedInvocation) -> int:
-        """Append ``record`` to the outbox of every local recipient; return how many got it."""
-        count = self.registry.deliver(address, record)
+    def deliver_local(self, address: Address, record: SerializedInvocation) -> asyncio.Future[None] | None:
+        """Deliver ``record`` to every local recipient, in slices (see :mod:`.fanout`).
+
+        Returns None once all have it, or a future that completes when the last slice is delivered.
+        """
+        return self.fanout.deliver(address, record)
+
+    def _delivered(self, count: int) -> None:
         metrics.delivered(self.hub_key, count)
-        return count
 
     def close_account_local(
         self, account: str, session_key: str | None, error: str | None, allow_reconnect: bool | None
@@ -363,7 +370,9 @@ class HubLifetimeManager:
             return None  # a layer's redelivery (see RecentIds): at most once
         msgpack = message.get("msgpack")
         record = SerializedInvocation(message["payload"], msgpack if isinstance(msgpack, bytes) else None)
-        self.deliver_local(Address.from_wire(message["address"]), record)
+        pending = self.deliver_local(Address.from_wire(message["address"]), record)
+        if pending is not None:
+            await pending  # (the next layer message waits: the queue of sends stays bounded)
         return None
 
     async def _on_group_action(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -409,11 +418,16 @@ class HubLifetimeManager:
         while True:
             await asyncio.sleep(settings.heartbeat_interval)
             now = time.monotonic()
-            for connection in list(self.registry.connections.values()):
+            deadline = now + SLICE_SECONDS
+            for index, connection in enumerate(list(self.registry.connections.values())):
                 try:
                     connection.tick(now)
                 except Exception:
                     logger.exception("signalr_groups: the keep-alive sweep failed for %s", connection.connection_id)
+                if index % 64 == 63 and time.monotonic() >= deadline:
+                    # Thousands of connections: give the event loop back between slices (see .fanout).
+                    await asyncio.sleep(0)
+                    deadline = time.monotonic() + SLICE_SECONDS
             for extension in self.extensions:
                 try:
                     extension.on_sweep()

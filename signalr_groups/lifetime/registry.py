@@ -202,12 +202,14 @@ class ConnectionRegistry:
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, address: Address, record: SerializedInvocation) -> int:
-        """Append ``record`` to the outbox of every local recipient of ``address``; return how many got it."""
+    def recipients(self, address: Address) -> list[LocalConnection]:
+        """The local connections ``address`` reaches now, each once."""
         exclude = address.exclude
         connections = self._connections
         ids: Iterable[str]
         if address.kind == "all":
+            if not exclude:
+                return list(connections.values())
             ids = connections
         elif address.kind == "connections":
             ids = address.names
@@ -217,15 +219,35 @@ class ConnectionRegistry:
                 ids = index.get(address.names[0], ())
             else:
                 ids = set().union(*(index.get(name, ()) for name in address.names))
-        count = 0
+        found = []
         for connection_id in ids:
             if exclude and connection_id in exclude:
                 continue
             connection = connections.get(connection_id)
             if connection is not None:
-                connection.deliver(record)
-                count += 1
-        return count
+                found.append(connection)
+        return found
+
+    def addressed(self, address: Address, connection: LocalConnection) -> bool:
+        """Whether ``connection`` is still registered and still a recipient of ``address`` (exclusions aside)."""
+        connection_id = connection.connection_id
+        if self._connections.get(connection_id) is not connection:
+            return False
+        if address.kind == "all" or address.kind == "connections":
+            return True
+        index = self._groups if address.kind == "groups" else self._users
+        for name in address.names:
+            members = index.get(name)
+            if members is not None and connection_id in members:
+                return True
+        return False
+
+    def deliver(self, address: Address, record: SerializedInvocation) -> int:
+        """Deliver ``record`` to every local recipient of ``address`` at once; return how many got it."""
+        recipients = self.recipients(address)
+        for connection in recipients:
+            connection.deliver(record)
+        return len(recipients)
 
     def account_connections(self, account: str, session_key: str | None = None) -> list[LocalConnection]:
         """The connections of a Django account (only those of ``session_key``, if given)."""

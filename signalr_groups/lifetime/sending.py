@@ -45,8 +45,10 @@ async def send(hub_key: str, address: Address, target: object, arguments: tuple[
     metrics.sent(hub_key, address.kind)
     manager = get_manager(hub_key)
     if manager is not None and manager.running:
-        manager.deliver_local(address, record)
-        if manager.should_yield():
+        pending = manager.deliver_local(address, record)
+        if pending is not None:
+            await pending  # a large fan-out, delivered in slices: return once every local member has it
+        elif manager.should_yield():
             # An outbox is filling up or the loop has been busy: let the writers (and everyone
             # else) run, so a burst of sends cannot trip healthy clients' outbox bounds.
             await asyncio.sleep(0)

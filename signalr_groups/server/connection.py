@@ -19,7 +19,7 @@ from typing import Any
 from signalr_groups import metrics
 from signalr_groups.auth.credentials import Credentials
 from signalr_groups.conf import HubSettings
-from signalr_groups.exceptions import ClientGoneError, ProtocolError
+from signalr_groups.exceptions import ClientGoneError, ConnectionClosedError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.lifetime.manager import HubLifetimeManager
@@ -31,12 +31,17 @@ from signalr_groups.server.dispatcher import HubDispatcher
 from signalr_groups.server.flow import FlowControl
 from signalr_groups.server.handshake import read_handshake
 from signalr_groups.server.hub_calls import GENERIC_CLOSE_ERROR
+from signalr_groups.server.keepalive import tick
+from signalr_groups.server.message_loop import read_messages
 from signalr_groups.server.outbox import Outbox
 from signalr_groups.server.registration import register
+from signalr_groups.server.resumption import resume, socket_ended
 from signalr_groups.server.state import ConnectionState
-from signalr_groups.server.stateful import HeldConnections, StatefulSession
+from signalr_groups.server.stateful import StatefulSession
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ASGIReceive", "ASGISend", "ConnectionClosedError", "HubConnection"]
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,10 +53,6 @@ _HANDSHAKING = ConnectionState.HANDSHAKING
 _CLOSING = ConnectionState.CLOSING
 
 
-class ConnectionClosedError(Exception):
-    """Passed to ``on_disconnected`` when a connection ended without a clean close."""
-
-
 class HubConnection:
     """The server side of one client connection, on any transport.
 
@@ -60,6 +61,15 @@ class HubConnection:
     passes the server's own ``receive``/``send``; the HTTP transports (Server-Sent Events, long
     polling) pass adapters that present their requests in those shapes (see :mod:`.http_transports`).
     """
+
+    __slots__ = (
+        "_client_gone", "_close_exception", "_connected", "_counted", "_loop", "_reader", "_receive",
+        "_receive_cancelled", "_receiving", "_registered", "_replacing", "_send", "_socket_done",
+        "_socket_lost", "_stateful_token", "_stop_waiter", "_waiting_on_streams", "_writer", "client_address",
+        "client_pinged", "close_reason", "connection_id", "context", "credentials", "detached", "dispatcher",
+        "flow", "hub", "keep_alive", "last_receive", "manager", "outbox", "protocol", "scope", "session",
+        "settings", "state", "transport", "user", "user_identifier",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -196,43 +206,8 @@ class HubConnection:
         self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"), reason="aborted")
 
     def tick(self, now: float) -> None:
-        """Called about once a second by the keep-alive sweep: ping an idle client, close a silent one."""
-        if not self.state.accepting:
-            return
-        settings = self.settings
-        if self.detached:
-            # No socket: the window of HeldConnections applies, not the client timeout; no pings.
-            if self.credentials.expired(time.time()):
-                self._begin_close(
-                    None,
-                    None,
-                    ConnectionClosedError("credentials expired while reconnecting"),
-                    reason="credentials_expired",
-                )
-            return
-        session = self.session
-        if session is not None:
-            acknowledged = session.ack_due()
-            if acknowledged is not None:
-                self.outbox.put_control(self.protocol.ack(acknowledged))
-        if self.dispatcher.worker is not None or self._waiting_on_streams:
-            # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
-            self.last_receive = now
-        elif self.client_pinged and now - self.last_receive > settings.client_timeout:
-            self._begin_close(
-                f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
-                True,
-                ConnectionClosedError("client timeout"),
-                reason="client_timeout",
-            )
-            return
-        if self.credentials.expired(time.time()):
-            error, allow_reconnect = self.credentials.expiry_close()
-            reason = "token expired" if self.credentials.kind == "token" else "session expired"
-            self._begin_close(error, allow_reconnect, ConnectionClosedError(reason), reason="credentials_expired")
-            return
-        if self.keep_alive and self.outbox.empty and now - self.outbox.last_write >= settings.keep_alive_interval:
-            self.write(self.protocol.ping)
+        """Called about once a second by the keep-alive sweep (see :func:`.keepalive.tick`)."""
+        tick(self, now)
 
     def _client_pinged(self) -> None:
         self.client_pinged = True
@@ -385,12 +360,12 @@ class HubConnection:
                         reason="on_connected_failed",
                     )
             self.flow.resume_reading("starting")
-            await self._message_loop(receive, handshake.reader, handshake.records, handshake.error)
+            await read_messages(self, receive, handshake.reader, handshake.records, handshake.error)
         except BaseException:
             self._socket_lost = False  # cancelled by the server (shutting down): end, do not wait for the client
             raise
         finally:
-            await self._socket_ended()
+            await socket_ended(self)
 
     @property
     def resumable(self) -> bool:
@@ -398,84 +373,8 @@ class HubConnection:
         return self.session is not None and self._registered and self.state.accepting
 
     async def resume(self, receive: ASGIReceive, send: ASGISend, flow: FlowControl) -> None:
-        """Serve the connection on the client's new socket (stateful reconnect; the socket is accepted).
-
-        If the old socket still looks alive (the client saw it die first), it is closed and
-        replaced. The writer sends a Sequence message and every record the client did not
-        acknowledge before anything new; the client's resent messages are dropped up to its
-        Sequence, and duplicates after it.
-        """
-        if not self.detached and self.resumable:
-            self._socket_lost = True
-            self._replacing = True  # its client is back: the old socket's end is no hold
-            done = self._socket_done
-            self._wake_reader()
-            if done is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(done), 5.0)
-            self._replacing = False
-        session = self.session
-        if session is None or not self.detached or not self.resumable:
-            await send({"type": "websocket.close", "code": 1000})
-            return
-        held = self.manager.extension(HeldConnections)
-        if held is not None:
-            held.resume(self)
-        self.detached = False
-        self._socket_lost = self._client_gone = self._receive_cancelled = False
-        self._send = send
-        self._receive = receive
-        self.flow = flow
-        self._socket_done = asyncio.get_running_loop().create_future()
-        reader = self._reader = self.protocol.reader(self.settings.max_message_size)
-        session.waiting_for_sequence = True
-        self.outbox.direct = flow if flow.direct_writes else None
-        self.outbox.attach(
-            send,
-            writable=flow.writable if flow.controls_writes else None,
-            before_close=self._linger if flow.lingers else None,
-        )
-        self.last_receive = time.monotonic()
-        logger.info("signalr_groups: connection %s resumed on a new socket", self.connection_id)
-        try:
-            await self._message_loop(receive, reader, [], None)
-        except BaseException:
-            self._socket_lost = False
-            raise
-        finally:
-            await self._socket_ended()
-
-    async def _socket_ended(self) -> None:
-        """A socket's message loop is over: hold the connection for its client (stateful reconnect), or end it."""
-        try:
-            self.flow.pause_reading("closing")  # the linger reads again, to see the client's close
-            if self._socket_lost and self.session is not None and self._registered and self.state.accepting:
-                await self._hold()
-            else:
-                await self._teardown(self._registered, self._connected)
-        finally:
-            done = self._socket_done
-            if done is not None and not done.done():
-                done.set_result(None)
-
-    async def _hold(self) -> None:
-        """Keep the connection (groups, buffers, running calls) while its client reconnects."""
-        self.outbox.detach()
-        if not self._client_gone:
-            # Replaced by the client's newer socket, or a write failed: close this one.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._send({"type": "websocket.close", "code": 1000}), 1.0)
-            self.flow.drop()
-        self.flow.close()
-        self.flow = FlowControl()
-        if not self.state.accepting:
-            await self._teardown(self._registered, self._connected)  # closed meanwhile
-            return
-        self.detached = True
-        logger.info("signalr_groups: connection %s lost its socket; waiting for it to reconnect", self.connection_id)
-        held = self.manager.extension(HeldConnections)
-        if held is not None:
-            held.hold(self, evict=not self._replacing)
+        """Serve the connection on the client's new socket (stateful reconnect; see :func:`.resumption.resume`)."""
+        await resume(self, receive, send, flow)
 
     def expire(self, reason: str) -> None:
         """End a connection held for its client (see :class:`~.stateful.HeldConnections`)."""
@@ -487,101 +386,6 @@ class HubConnection:
                 ConnectionClosedError(f"The client did not reconnect: {reason}."),
                 reason="reconnect_expired",
             )
-
-    async def _message_loop(
-        self, receive: ASGIReceive, reader: MessageReader, pending: list[Any], error: ProtocolError | None
-    ) -> None:
-        """Read frames until the client leaves or we close.
-
-        ``receive()`` is awaited directly, in this task: no task or future per frame, none parked
-        per idle connection. A close we start (``_begin_close``) cancels that await.
-        """
-        if self.state.accepting:
-            await self._process(pending, error)
-        while self.state.accepting and not self._socket_lost:
-            task = asyncio.current_task()
-            self._receiving = task
-            self.flow.before_receive()
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                # Our own wake-up (we are closing) ends the loop; a cancel from the server as well
-                # (its count stays above zero after ours is taken back) propagates.
-                if self._receive_cancelled and task is not None and task.uncancel() == 0:
-                    break
-                raise
-            finally:
-                self._receiving = None
-            if message["type"] == "websocket.disconnect":
-                code = message.get("code", 1005)
-                self._client_gone = True
-                if self.session is not None and code not in (1000, 1001) and self.state.accepting:
-                    self._socket_lost = True  # stateful reconnect: the client may come back
-                    break
-                self.state = _CLOSING
-                self.close_reason = "client_closed" if code in (1000, 1001) else "client_gone"
-                if code not in (1000, 1001):
-                    self._close_exception = ConnectionClosedError(f"The client went away (close code {code}).")
-                break
-            self.flow.after_receive()
-            self.last_receive = time.monotonic()
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            records, error = reader.feed(data)
-            await self._process(records, error)
-            full = self.dispatcher.full_upload()
-            while full is not None and self.state.accepting:
-                # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on
-                # (or its call ends). Like a running invocation, this pauses the client timeout.
-                self.flow.pause_reading("streams")
-                self._waiting_on_streams = True
-                try:
-                    await self._wait_or_stop(full.room())
-                finally:
-                    self._waiting_on_streams = False
-                    self.flow.resume_reading("streams")
-                self.last_receive = time.monotonic()
-                full = self.dispatcher.full_upload()
-            worker = self.dispatcher.worker
-            if worker is not None and self.dispatcher.pending >= self.settings.max_pending_invocations:
-                # Backpressure: stop reading the socket until the queued invocations have run.
-                self.flow.pause_reading()
-                try:
-                    await self._wait_or_stop(worker)
-                finally:
-                    self.flow.resume_reading()
-                self.last_receive = time.monotonic()
-
-    async def _wait_or_stop(self, awaitable: Awaitable[Any]) -> None:
-        """Wait for ``awaitable``, or until the connection is closing (the awaitable is then left to run)."""
-        if not self.state.accepting:
-            return
-        waiting = asyncio.ensure_future(awaitable)
-        stop = self._stop_waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._stop_waiter = None
-            stop.cancel()
-            if waiting is not awaitable:
-                waiting.cancel()  # (a coroutine we wrapped; a task passed in keeps running)
-
-    async def _process(self, records: list[Any], error: ProtocolError | None) -> None:
-        """Dispatch complete records; after a protocol error, answer the invocations queued before it, then close.
-
-        Like ASP.NET Core (one invocation at a time, run inline), records that came before the bad
-        one are still answered; the Close message follows their completions.
-        """
-        failure = self.dispatcher.dispatch_records(records)
-        if failure is None:
-            failure = error
-        if failure is None or not self.state.accepting:
-            return
-        worker = self.dispatcher.worker
-        if worker is not None:
-            await self._wait_or_stop(worker)
-        self.close_for(failure)
 
     # ------------------------------------------------------------------ cleanup
 

@@ -1,0 +1,60 @@
+"""A connection's keep-alive: ping an idle client, close a silent one, end expired credentials.
+
+Part of :class:`~.connection.HubConnection`, split out by concern; the lifetime manager's sweep
+calls it about once a second for every connection.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from signalr_groups.exceptions import ConnectionClosedError
+from signalr_groups.server.hub_calls import GENERIC_CLOSE_ERROR
+
+if TYPE_CHECKING:
+    from signalr_groups.server.connection import HubConnection
+
+
+def tick(connection: HubConnection, now: float) -> None:
+    """Called about once a second by the keep-alive sweep: ping an idle client, close a silent one."""
+    if not connection.state.accepting:
+        return
+    settings = connection.settings
+    if connection.detached:
+        # No socket: the window of HeldConnections applies, not the client timeout; no pings.
+        if connection.credentials.expired(time.time()):
+            connection._begin_close(
+                None,
+                None,
+                ConnectionClosedError("credentials expired while reconnecting"),
+                reason="credentials_expired",
+            )
+        return
+    session = connection.session
+    if session is not None:
+        acknowledged = session.ack_due()
+        if acknowledged is not None:
+            connection.outbox.put_control(connection.protocol.ack(acknowledged))
+    if connection.dispatcher.worker is not None or connection._waiting_on_streams:
+        # Dispatching (as ASP.NET Core, the client timeout pauses while a hub method runs).
+        connection.last_receive = now
+    elif connection.client_pinged and now - connection.last_receive > settings.client_timeout:
+        connection._begin_close(
+            f"{GENERIC_CLOSE_ERROR} The client sent nothing for {settings.client_timeout:g} seconds.",
+            True,
+            ConnectionClosedError("client timeout"),
+            reason="client_timeout",
+        )
+        return
+    if connection.credentials.expired(time.time()):
+        error, allow_reconnect = connection.credentials.expiry_close()
+        reason = "token expired" if connection.credentials.kind == "token" else "session expired"
+        connection._begin_close(error, allow_reconnect, ConnectionClosedError(reason), reason="credentials_expired")
+        return
+    if (
+        connection.keep_alive
+        and connection.outbox.empty
+        and now - connection.outbox.last_write >= settings.keep_alive_interval
+    ):
+        connection.write(connection.protocol.ping)

@@ -1,0 +1,281 @@
+"""A leaner uvicorn WebSocket protocol: uvicorn's ``websockets-sansio`` one, with less kept per open connection.
+
+    uvicorn hubproject.asgi:application --ws signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol ...
+
+It subclasses uvicorn's :class:`WebSocketsSansIOProtocol` and changes only what an idle connection keeps, never
+what goes over the wire or what the app sees:
+
+* ``__slots__`` for every attribute of uvicorn's protocol (its ~37 attributes overflow CPython's shared-key
+  instance dict, which then costs ~1.5 KB per connection);
+* the handshake's ``Request`` (headers, path) and ``Response`` are dropped once the connection is open: uvicorn
+  keeps both, and the ``websockets`` parser keeps the request alive as a local of its generator;
+* the receive queue is :class:`_Inbox` (a deque only while messages wait, a future only while the app waits)
+  instead of an ``asyncio.Queue`` (three deques and an ``Event``);
+* ``writable`` is :class:`_Writable`, an ``asyncio.Event`` whose waiter list exists only while a ``send()`` waits.
+
+It relies on uvicorn's internals, so it is pinned: importing it with another uvicorn raises ImportError naming
+:data:`SUPPORTED_UVICORN`; :func:`check_uvicorn` also checks that uvicorn's class still has what is overridden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Awaitable, Generator
+from typing import Any, Final, cast
+
+#: The uvicorn releases whose ``websockets_sansio_impl.py`` this module was checked against (byte-identical in
+#: 0.52.4, 0.53.0 and 0.54.0): ``low <= version < high``.
+SUPPORTED_UVICORN: Final = ((0, 52, 4), (0, 55))
+_RANGE: Final = "uvicorn >=0.52.4,<0.55 (its websockets-sansio protocol)"
+
+try:
+    import uvicorn
+    from uvicorn.config import Config
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from uvicorn.server import ServerState
+    from websockets.http11 import Request
+    from websockets.protocol import OPEN, Protocol
+    from websockets.server import ServerProtocol
+    from websockets.streams import StreamReader
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(f"signalr_groups.server.uvicorn_ws needs {_RANGE}: {exc}") from exc
+
+#: What this module overrides or replaces, by uvicorn method: the names each must still use.
+_EXPECTED: Final = {
+    "__init__": ("queue", "writable", "conn", "frames"),
+    "handle_connect": ("request", "response", "scope", "queue"),
+    "send": ("writable", "response", "start_keepalive", "queue"),
+    "receive": ("queue", "read_paused", "transport"),
+    "connection_lost": ("writable", "queue"),
+    "pause_writing": ("writable",),
+    "resume_writing": ("writable",),
+}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    match = re.match(r"\d+(?:\.\d+)*", text)
+    return tuple(int(part) for part in match.group().split(".")) if match else ()
+
+
+def check_uvicorn(version: str | None = None, parent: type = WebSocketsSansIOProtocol) -> None:
+    """Raise ImportError unless ``version`` (default: the installed uvicorn's) and ``parent`` are supported."""
+    found = _version(version or uvicorn.__version__)
+    low, high = SUPPORTED_UVICORN
+    if not low <= found < high:
+        raise ImportError(
+            f"signalr_groups.server.uvicorn_ws supports {_RANGE}, not uvicorn {version or uvicorn.__version__}"
+        )
+    missing = []
+    for method, names in _EXPECTED.items():
+        code = getattr(getattr(parent, method, None), "__code__", None)
+        absent = [name for name in names if code is None or name not in code.co_names]
+        if absent:
+            missing.append(f"{parent.__name__}.{method} no longer uses {', '.join(absent)}")
+    if missing:
+        raise ImportError(f"signalr_groups.server.uvicorn_ws: this uvicorn's protocol changed ({'; '.join(missing)})")
+
+
+check_uvicorn()
+
+
+class _Ready:
+    """What ``_Writable.wait()`` returns while writable: awaiting it returns at once, with no coroutine made."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return cast("Generator[None, None, None]", iter(()))
+
+
+_READY: Final = _Ready()
+
+
+class _Writable:
+    """``asyncio.Event`` as uvicorn uses it (set, clear, is_set, wait), with a waiter list only while one waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        """True while the transport takes writes."""
+        return self._value
+
+    def set(self) -> None:
+        """Writable again: wake every waiting ``wait()``."""
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Not writable (the transport's buffer is over its high-water mark)."""
+        self._value = False
+
+    def wait(self) -> Awaitable[None]:
+        """Return once writable."""
+        return _READY if self._value else self._wait()
+
+    async def _wait(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters.remove(waiter)
+            if not waiters and self._waiters is waiters:
+                self._waiters = None
+
+
+class _Inbox:
+    """uvicorn's receive queue: ``put_nowait`` and ``empty`` as on ``asyncio.Queue``, and what ``receive()`` needs to
+    wait as ``Queue.get`` does; its deque exists only while messages wait, its getter future only while one waits."""
+
+    __slots__ = ("_items", "_getter", "_more_getters")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._getter: asyncio.Future[None] | None = None
+        self._more_getters: deque[asyncio.Future[None]] | None = None  # concurrent receive() calls (rare)
+
+    def empty(self) -> bool:
+        """No message waits."""
+        return not self._items
+
+    def put_nowait(self, message: Any) -> None:
+        """Queue ``message`` and wake the first waiting getter."""
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(message)
+        self._wake_next()
+
+    def popleft(self) -> Any:
+        """The first message (there must be one)."""
+        items = self._items
+        assert items
+        message = items.popleft()
+        if not items:
+            self._items = None
+        return message
+
+    def getter(self) -> asyncio.Future[None]:
+        """A future that ``put_nowait`` completes, first come first served."""
+        getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._getter is None:
+            self._getter = getter
+        else:
+            if self._more_getters is None:
+                self._more_getters = deque()
+            self._more_getters.append(getter)
+        return getter
+
+    def abandon(self, getter: asyncio.Future[None]) -> None:
+        """Its waiter was cancelled (``Queue.get``'s clean-up): pass a wake-up it took on to the next getter."""
+        getter.cancel()
+        more = self._more_getters
+        if self._getter is getter:
+            self._getter = more.popleft() if more else None
+        elif more is not None and getter in more:
+            more.remove(getter)
+        if not self._more_getters:
+            self._more_getters = None
+        if self._items and not getter.cancelled():
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        while (getter := self._getter) is not None:
+            more = self._more_getters
+            self._getter = more.popleft() if more else None
+            if not more:
+                self._more_getters = None
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+
+def _code(function: Any) -> Any:
+    return getattr(function, "__code__", None)
+
+
+_PARSERS: Final = (_code(ServerProtocol.parse), _code(Protocol.parse), _code(StreamReader.at_eof))
+
+
+def _drop_handshake_parser(conn: ServerProtocol) -> None:
+    """Replace ``conn``'s parser, ``ServerProtocol.parse`` delegating to ``Protocol.parse`` for the connection's life
+    (its frame holds the handshake request), with a new ``Protocol.parse``: only if the old one waits for the next
+    frame with nothing buffered (so nothing is half-parsed). Otherwise (say a client that sent frames before the
+    101), nothing changes."""
+    old = conn.parser
+    inner = getattr(old, "gi_yieldfrom", None)
+    waiting = getattr(inner, "gi_yieldfrom", None)
+    codes = (getattr(old, "gi_code", None), getattr(inner, "gi_code", None), getattr(waiting, "gi_code", None))
+    if codes != _PARSERS or None in codes or conn.state is not OPEN or conn.reader.buffer or conn.reader.eof:
+        return
+    fresh = Protocol.parse(conn)
+    next(fresh)  # runs to its first wait for data (the buffer is empty), as Protocol.__init__ does
+    conn.parser = fresh
+    old.close()  # GeneratorExit through both frames, at their wait: no state changes
+
+
+class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol, keeping about 8 KB less per open connection (see the module)."""
+
+    # Every attribute uvicorn's __init__, handle_connect and send() set: stored in slots, the instance dict stays
+    # empty. An attribute a later uvicorn adds still works (it goes to the dict).
+    __slots__ = (
+        "config", "app", "loop", "logger", "root_path", "asgi_version", "app_state", "connections", "tasks",
+        "default_headers", "transport", "server", "client", "scheme", "queue", "handshake_initiated",
+        "handshake_complete", "close_sent", "disconnected", "close_timer", "close_timeout", "initial_response",
+        "conn", "read_paused", "writable", "ping_interval", "ping_timeout", "ping_timer", "pong_timer",
+        "pending_ping_payload", "ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type", "request",
+        "response", "scope",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.queue = cast("asyncio.Queue[Any]", _Inbox())
+        self.writable = cast("asyncio.Event", _Writable())
+
+    def handle_connect(self, event: Request) -> None:
+        """uvicorn's, then forget the request: the ``websockets`` parser keeps ``event`` for the connection's life."""
+        super().handle_connect(event)
+        self.request = None  # type: ignore[assignment]
+        event.headers.clear()
+        event.path = ""
+
+    def start_keepalive(self) -> None:
+        """Called by uvicorn's ``send()`` right after it wrote the 101 response: drop what only the upgrade needed."""
+        self.response = None  # type: ignore[assignment]
+        _drop_handshake_parser(self.conn)
+        super().start_keepalive()
+
+    async def receive(self) -> Any:
+        """The app's next message: uvicorn's ``receive()`` with ``Queue.get`` inlined (one coroutine fewer)."""
+        inbox = cast(_Inbox, self.queue)
+        while inbox.empty():
+            getter = inbox.getter()
+            try:
+                await getter
+            except BaseException:
+                inbox.abandon(getter)
+                raise
+        message = inbox.popleft()
+        if self.read_paused and inbox.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message

@@ -12,7 +12,7 @@ hub). It orchestrates four parts, each in its own module:
 - the :class:`~.extensions.ManagerExtension` instances features registered.
 
 Delivery to local members is an in-process loop that hands one pre-serialized record to each
-connection, in time slices (:mod:`.fanout`). Keep-alive and timeouts are one sweep per second over the connections, also in time slices.
+connection, in time slices (:mod:`.fanout`). Keep-alive and timeouts are a heartbeat that looks at the connections that are due (:mod:`.schedule`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from signalr_groups.exceptions import (
 )
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
-from signalr_groups.lifetime.fanout import SLICE_SECONDS, FanOut
+from signalr_groups.lifetime.fanout import FanOut
 from signalr_groups.lifetime.registry import ConnectionRegistry, LocalConnection
+from signalr_groups.lifetime.schedule import KeepAliveSchedule
 from signalr_groups.protocol.serialized import SerializedInvocation
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class HubLifetimeManager:
         self.replies = ReplyInbox()
         self.fairness = YieldBudget()
         self.fanout = FanOut(self.registry, self._delivered)
+        self.schedule = KeepAliveSchedule(self.registry, lambda: get_hub_settings().heartbeat_interval)
         self.extensions: tuple[ManagerExtension, ...] = tuple(factory(self) for factory in registered_extensions())
         handlers: dict[str, LayerHandler] = {
             SEND: self._on_send,
@@ -174,6 +176,7 @@ class HubLifetimeManager:
                     f"Too many anonymous connections from your address: at most {per_address} to this hub on a server."
                 )
             self.registry.add(connection)
+            self.schedule.add(connection, time.monotonic())
         account = connection.credentials.account_id
         try:
             if user is not None:
@@ -412,22 +415,14 @@ class HubLifetimeManager:
     # ------------------------------------------------------------------ the sweep
 
     async def _sweep_loop(self) -> None:
-        """Once a second: keep-alive pings and timeouts, the extensions' sweeps; now and then a layer refresh."""
+        """Once a second: keep-alive pings and timeouts of the connections due (:mod:`.schedule`), the extensions'
+        sweeps; now and then a layer refresh."""
         settings = get_hub_settings()
         last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(settings.heartbeat_interval)
             now = time.monotonic()
-            deadline = now + SLICE_SECONDS
-            for index, connection in enumerate(list(self.registry.connections.values())):
-                try:
-                    connection.tick(now)
-                except Exception:
-                    logger.exception("signalr_groups: the keep-alive sweep failed for %s", connection.connection_id)
-                if index % 64 == 63 and time.monotonic() >= deadline:
-                    # Thousands of connections: give the event loop back between slices (see .fanout).
-                    await asyncio.sleep(0)
-                    deadline = time.monotonic() + SLICE_SECONDS
+            await self.schedule.run_due(now)
             for extension in self.extensions:
                 try:
                     extension.on_sweep()

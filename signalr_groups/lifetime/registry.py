@@ -31,8 +31,11 @@ class LocalConnection(Protocol):
     def deliver(self, message: SerializedInvocation) -> None:
         """Queue a shared invocation for this connection (in its hub protocol), without waiting."""
 
-    def tick(self, now: float) -> None:
-        """Send a keep-alive ping or time the connection out, as due at monotonic time ``now``."""
+    def tick(self, now: float) -> float | None:
+        """Send a keep-alive ping or time the connection out, as due at monotonic time ``now``.
+
+        Returns the monotonic time the connection next needs a look (None: at the next heartbeat).
+        """
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Close the connection with a Close message."""

@@ -205,9 +205,9 @@ class HubConnection:
     def _abort_now(self, error: str | None, allow_reconnect: bool | None) -> None:
         self._begin_close(error, allow_reconnect, ConnectionClosedError("aborted by the server"), reason="aborted")
 
-    def tick(self, now: float) -> None:
-        """Called about once a second by the keep-alive sweep (see :func:`.keepalive.tick`)."""
-        tick(self, now)
+    def tick(self, now: float) -> float | None:
+        """Ping or time out as due; return when to look next (see :func:`.keepalive.tick`)."""
+        return tick(self, now)
 
     def _client_pinged(self) -> None:
         self.client_pinged = True

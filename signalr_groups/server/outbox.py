@@ -35,6 +35,10 @@ class _Untracked:
         return len(self.record)
 
 
+#: The (always empty) control queue of a connection without stateful reconnect: one deque less per connection.
+_NO_CONTROL: Final[deque[str | bytes]] = deque(maxlen=0)
+
+
 def _no_sequence(sequence_id: int) -> str:
     raise RuntimeError("not a stateful-reconnect connection")
 
@@ -111,7 +115,7 @@ class Outbox:
         self.session: StatefulSession | None = None
         self.ping: str | bytes | None = None
         self.sequence_record: Callable[[int], str | bytes] = _no_sequence
-        self._control: deque[str | bytes] = deque()
+        self._control: deque[str | bytes] = _NO_CONTROL  # a deque of its own once resumable
         self._resend_due = False
         self._writing: ASGISend | None = None
         #: The server's direct frame writer (see :mod:`.uvicorn_socket`), or None: records then always queue.
@@ -122,6 +126,7 @@ class Outbox:
     ) -> None:
         """Number and keep what is written (stateful reconnect), before the writer starts."""
         self.session = session
+        self._control = deque()
         self.ping = ping
         self.sequence_record = sequence_record
 

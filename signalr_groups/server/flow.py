@@ -17,6 +17,9 @@ Under daphne this module supplies what is missing, through daphne's own Twisted 
   is dropped at once (``dropConnection(abort=True)``), freeing Twisted's buffer;
 - **frame-level violations**: answered with their close code (autobahn's ``failByDrop`` off)
   instead of a dropped TCP connection;
+- **direct writes**: a record for a socket that has room, with nothing queued before it, is written
+  as a whole WebSocket frame (built once per send, see :mod:`.uvicorn_socket`) to the TCP
+  transport, as autobahn's ``sendPreparedMessage`` would, unless compression was negotiated;
 - **closing**: after the Close message the connection lingers (up to :data:`CLOSE_LINGER`
   seconds) for the client to close first. autobahn gives the closing handshake one second and
   then drops the TCP connection; a client that had not read the Close message by then would
@@ -159,6 +162,28 @@ class DaphneFlowControl(_TwistedWriteProducer):
         self._registered = True
 
     # --- FlowControl
+
+    @property
+    def direct_writes(self) -> bool:  # type: ignore[override]
+        """Whole frames go straight to Twisted's transport, unless compression was negotiated (autobahn's internals)."""
+        protocol = self._protocol
+        return (
+            getattr(protocol, "_perMessageCompress", True) is None
+            and hasattr(protocol, "send_queue")
+            and hasattr(protocol, "STATE_OPEN")
+        )
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write ``frame`` to the TCP transport if the socket is open, Twisted has room and autobahn queues nothing."""
+        protocol = self._protocol
+        if self._write_paused or protocol.state != protocol.STATE_OPEN or protocol.send_queue:
+            return False
+        try:
+            self._transport.write(frame)
+        except Exception:  # the ASGI path reports it
+            logger.debug("signalr_groups: a direct write failed", exc_info=True)
+            return False
+        return True
 
     def _pause(self, reason: str) -> None:
         if self._lingering:

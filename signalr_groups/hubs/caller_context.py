@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+
+class CallerConnection(Protocol):
+    """What a :class:`HubCallerContext` asks of its connection."""
+
+    def abort_by_hub(self) -> None:
+        """Close the connection for good (Close message without ``allowReconnect``)."""
+
+    def group_names(self) -> frozenset[str]:
+        """The groups the connection is in right now."""
 
 
 class HubCallerContext:
@@ -13,7 +22,7 @@ class HubCallerContext:
     closes the connection with a Close message that tells the client not to reconnect.
     """
 
-    __slots__ = ("_abort", "_group_names", "connection_id", "items", "scope", "user", "user_identifier")
+    __slots__ = ("_connection", "_items", "connection_id", "scope", "user", "user_identifier")
 
     def __init__(
         self,
@@ -22,16 +31,22 @@ class HubCallerContext:
         user: Any,
         user_identifier: str | None,
         scope: dict[str, Any],
-        abort: Callable[[], None],
-        group_names: Callable[[], frozenset[str]] | None = None,
+        connection: CallerConnection | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.user = user
         self.user_identifier = user_identifier
         self.scope = scope
-        self.items: dict[Any, Any] = {}
-        self._abort = abort
-        self._group_names = group_names
+        self._items: dict[Any, Any] | None = None
+        self._connection = connection
+
+    @property
+    def items(self) -> dict[Any, Any]:
+        """Per-connection storage: lives as long as the connection (made on first use)."""
+        items = self._items
+        if items is None:
+            items = self._items = {}
+        return items
 
     @property
     def group_names(self) -> frozenset[str]:
@@ -41,8 +56,9 @@ class HubCallerContext:
         ``remove_from_group`` from elsewhere is already gone. Use it to check that the caller
         may post to a group.
         """
-        return self._group_names() if self._group_names is not None else frozenset()
+        return self._connection.group_names() if self._connection is not None else frozenset()
 
     def abort(self) -> None:
         """Close this connection for good (Close message without ``allowReconnect``)."""
-        self._abort()
+        if self._connection is not None:
+            self._connection.abort_by_hub()

@@ -125,13 +125,25 @@ class FanOut:
                     if not pending.done.done():
                         pending.done.set_result(None)
         finally:
-            self._pump = None
-            while queue:  # stopped with the manager: its connections are gone, and no sender waits forever
-                pending = queue.popleft()
-                if not pending.done.done():
-                    pending.done.set_result(None)
+            if self._pump is asyncio.current_task():  # (not a pump that stop() already let go)
+                self._pump = None
+                self._release()
+
+    def _release(self) -> None:
+        """Let every sender still waiting return (stopped with the manager: its connections are gone)."""
+        queue = self._queue
+        while queue:
+            pending = queue.popleft()
+            if not pending.done.done():
+                pending.done.set_result(None)
 
     def stop(self) -> None:
-        """Drop what is queued (the manager stops)."""
-        if self._pump is not None:
-            self._pump.cancel()
+        """Drop what is queued (the manager stops); the senders waiting for it return.
+
+        Done here rather than in the pump's ``finally``: a pump cancelled before its first step never
+        runs its body, so its ``finally`` would not run either.
+        """
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+        self._release()

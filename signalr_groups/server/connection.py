@@ -108,8 +108,7 @@ class HubConnection:
             user=credentials.user,
             user_identifier=user_identifier,
             scope=scope,
-            abort=lambda: self.abort(None, False),
-            group_names=lambda: self.manager.registry.groups_of(connection_id),
+            connection=self,
         )
         self._send = send
         self.flow = flow if flow is not None else FlowControl()
@@ -123,17 +122,7 @@ class HubConnection:
             writable=self.flow.writable if self.flow.controls_writes else None,
             before_close=self._linger if self.flow.lingers else None,
         )
-        self.dispatcher = HubDispatcher(
-            hub=hub,
-            context=self.context,
-            settings=settings,
-            write=self.write,
-            accepting=lambda: self.state.accepting,
-            should_yield=manager.should_yield,
-            on_ping=self._client_pinged,
-            on_close=lambda: self._begin_close(None, None, None, send_close_message=False, reason="client_closed"),
-            room=self.outbox.room,
-        )
+        self.dispatcher = HubDispatcher(hub=hub, context=self.context, settings=settings, connection=self)
         self._close_exception: BaseException | None = None
         self._stop_waiter: asyncio.Future[None] | None = None
         #: The task awaiting receive() in the message loop, and whether we cancelled it to close.
@@ -185,6 +174,37 @@ class HubConnection:
         if self.state is _OPEN or self.state is _HANDSHAKING:
             self.outbox.put(frame)
 
+    # (what the dispatcher and the caller context ask of their connection)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the connection still takes invocations (not closing)."""
+        return self.state.accepting
+
+    def should_yield(self) -> bool:
+        """Whether a busy invocation loop should give the event loop back now."""
+        return self.manager.should_yield()
+
+    def on_client_ping(self) -> None:
+        """The client sent a Ping (from then on, its silence times it out)."""
+        self.client_pinged = True
+
+    def on_client_close(self) -> None:
+        """The client sent a Close message."""
+        self._begin_close(None, None, None, send_close_message=False, reason="client_closed")
+
+    async def room(self) -> None:
+        """Wait until the outbox has room (a server stream's producer waits here)."""
+        await self.outbox.room()
+
+    def abort_by_hub(self) -> None:
+        """``Context.abort()``: close for good (no ``allowReconnect``)."""
+        self.abort(None, False)
+
+    def group_names(self) -> frozenset[str]:
+        """The groups this connection is in right now."""
+        return self.manager.registry.groups_of(self.connection_id)
+
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         """Close the connection: a Close message (with ``error``), then a WebSocket close 1000.
 
@@ -208,9 +228,6 @@ class HubConnection:
     def tick(self, now: float) -> float | None:
         """Ping or time out as due; return when to look next (see :func:`.keepalive.tick`)."""
         return tick(self, now)
-
-    def _client_pinged(self) -> None:
-        self.client_pinged = True
 
     def notify_hub(self, event: str, *args: Any) -> None:
         """Run the hub's lifecycle method ``event`` in the background (skipped once closing)."""

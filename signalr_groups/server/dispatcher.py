@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from channels.db import database_sync_to_async
 
@@ -54,6 +53,29 @@ STREAM_ERROR: Final = "An error occurred on the server while streaming results."
 Invocation = InvocationMessage | StreamInvocationMessage
 
 
+class DispatchingConnection(Protocol):
+    """What the dispatcher needs of its connection (one reference, rather than a callable per need)."""
+
+    def write(self, frame: Frame) -> None:
+        """Queue a record for this connection alone."""
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the connection still takes invocations (not closing)."""
+
+    def should_yield(self) -> bool:
+        """Whether a busy invocation loop should give the event loop back now."""
+
+    def on_client_ping(self) -> None:
+        """The client sent a Ping."""
+
+    def on_client_close(self) -> None:
+        """The client sent a Close message."""
+
+    async def room(self) -> None:
+        """Wait until the connection's outbox has room (a server stream's producer waits here)."""
+
+
 class HubDispatcher:
     """Runs a connection's invocations and lifecycle events on its hub."""
 
@@ -63,32 +85,22 @@ class HubDispatcher:
         hub: type[Hub],
         context: HubCallerContext,
         settings: HubSettings,
-        write: Callable[[Frame], None],
-        accepting: Callable[[], bool],
-        should_yield: Callable[[], bool],
-        on_ping: Callable[[], None],
-        on_close: Callable[[], None],
-        room: Callable[[], Awaitable[None]] | None = None,
+        connection: DispatchingConnection,
     ) -> None:
         self.hub = hub
         self.context = context
         self.settings = settings
         #: Calls into the hub (methods and lifecycle events, inside the filters) and their error texts.
         self.calls = HubCalls(hub, context, settings)
-        self._write = write
+        self._connection = connection
         #: The connection's hub protocol (set once the handshake chose it).
         self.protocol: HubProtocol = JSON
-        self._accepting = accepting
-        self._should_yield = should_yield
-        self._on_ping = on_ping
-        self._on_close = on_close
         self._invocations: list[Invocation] = []
         self._in_flight: set[str] = set()
         # Made on first use (most connections never stream nor owe a client result): an idle
         # connection should cost as little memory as possible.
         self._streams: StreamingCalls | None = None
         self._client_results: ClientResults | None = None
-        self._room = room
         self._arrived: asyncio.Future[None] | None = None
         #: Stateful reconnect's sequence state (set after the handshake if the connection uses it).
         self.session: StatefulSession | None = None
@@ -135,7 +147,7 @@ class HubDispatcher:
             return ProtocolError(f"Too many messages in one frame (more than {limit}).")
         parse = self.protocol.parse
         for record in records:
-            if not self._accepting():
+            if not self._connection.accepting:
                 return None
             try:
                 self._dispatch(parse(record))
@@ -156,11 +168,11 @@ class HubDispatcher:
             if session is not None:
                 session.reset_sequence(message.sequence_id)
         elif isinstance(message, PingMessage):
-            self._on_ping()
+            self._connection.on_client_ping()
         elif isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             self.enqueue(message)
         elif isinstance(message, CloseMessage):
-            self._on_close()
+            self._connection.on_client_close()
         elif isinstance(message, CancelInvocationMessage):
             if self._streams is not None:  # (an unknown id is ignored, as the spec says)
                 self._streams.cancel(message.invocation_id)
@@ -256,8 +268,8 @@ class HubDispatcher:
         parallel = self.settings.max_parallel_invocations_per_client
         running: set[asyncio.Task[None]] = set()
         try:
-            while self._accepting() and (self._invocations or running):
-                while self._invocations and len(running) < parallel and self._accepting():
+            while self._connection.accepting and (self._invocations or running):
+                while self._invocations and len(running) < parallel and self._connection.accepting:
                     message = self._invocations.pop(0)
                     if parallel == 1:
                         await self._invoke_one(message)
@@ -265,7 +277,7 @@ class HubDispatcher:
                         running.add(asyncio.ensure_future(self._invoke_one(message)))
                     # Between invocations, give the loop back when outboxes fill or time is up: the
                     # writers drain, and one client's burst does not stall the other connections.
-                    if self._should_yield():
+                    if self._connection.should_yield():
                         await asyncio.sleep(0)
                 if running:
                     # Wait for a slot, or for a new invocation while slots are free.
@@ -311,7 +323,7 @@ class HubDispatcher:
             base = "The hub method's result could not be serialized."
             error = f"{base} {exc}" if self.settings.detailed_errors else base
             record = self.protocol.completion(invocation_id, error=error)
-        self._write(record)
+        self._connection.write(record)
 
     async def _resolve(self, message: Invocation) -> HubMethod | None:
         """The hub method a call names, checked (mode, streams, arguments, permissions); None once answered."""
@@ -372,8 +384,9 @@ class HubDispatcher:
             if method.is_stream:
                 stream_id = invocation_id or ""
                 protocol = self.protocol
+                connection = self._connection
                 await pump_stream(
-                    result, lambda item: self._write(protocol.stream_item(stream_id, item)), self._room or _no_wait
+                    result, lambda item: connection.write(protocol.stream_item(stream_id, item)), connection.room
                 )
                 self._complete(invocation_id)
             else:
@@ -413,7 +426,3 @@ class HubDispatcher:
             self._complete(invocation_id, error=self.calls.error_text(target, exc))
             return
         self._complete(invocation_id, result=result, has_result=True)
-
-
-async def _no_wait() -> None:
-    """No outbox to wait for (a dispatcher driven without a connection)."""

@@ -100,6 +100,13 @@ class UvicornFlowControl(FlowControl):
             return False
         return True
 
+    def drop(self) -> None:
+        """Abort the TCP connection, discarding what uvicorn buffered for a client that does not read."""
+        try:
+            self._protocol.transport.abort()
+        except Exception:
+            logger.debug("signalr_groups: dropping a uvicorn connection failed", exc_info=True)
+
 
 def uvicorn_flow_control(send: Callable[..., Awaitable[None]]) -> UvicornFlowControl | None:
     """The direct-write flow control if ``send`` is uvicorn's websockets-sansio ``send`` (once accepted), else None."""

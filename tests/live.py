@@ -32,7 +32,7 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
 
 
 class ServerProcess:
-    """A daphne (or uvicorn) subprocess on a free loopback port, stopped by its PID."""
+    """A daphne (or uvicorn, or ``uvicorn-lean``) subprocess on a free loopback port, stopped by its PID."""
 
     def __init__(
         self,
@@ -61,6 +61,9 @@ class ServerProcess:
                 sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                 "--ws-per-message-deflate", "false", "--ws-max-size", "1048576",  # as the README runs it
             ]  # fmt: skip
+            if server == "uvicorn-lean":  # uvicorn with the lean WebSocket protocol (signalr_groups.server.uvicorn_ws)
+                command += ["--ws", "signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol"]
+            command += extra_args or []
             pattern = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)

@@ -5,13 +5,13 @@
 It subclasses uvicorn's :class:`WebSocketsSansIOProtocol` and changes only what an idle connection keeps, never
 what goes over the wire or what the app sees:
 
-* ``__slots__`` for every attribute of uvicorn's protocol (its ~37 attributes overflow CPython's shared-key
-  instance dict, which then costs ~1.5 KB per connection);
-* the handshake's ``Request`` (headers, path) and ``Response`` are dropped once the connection is open: uvicorn
-  keeps both, and the ``websockets`` parser keeps the request alive as a local of its generator;
-* the receive queue is :class:`_Inbox` (a deque only while messages wait, a future only while the app waits)
-  instead of an ``asyncio.Queue`` (three deques and an ``Event``);
-* ``writable`` is :class:`_Writable`, an ``asyncio.Event`` whose waiter list exists only while a ``send()`` waits.
+* ``__slots__`` for all of uvicorn's attributes (37 of them overflow CPython's shared-key instance dict: ~1.4 KB);
+* once open, no handshake ``Request`` (headers, path) or ``Response`` (uvicorn keeps both; so does the parser
+  generator of ``websockets``, replaced by its frame parser alone, see :func:`_drop_handshake_parser`);
+* the receive queue is :class:`_Inbox` (a deque only while messages wait, a future only while the app waits), not
+  an ``asyncio.Queue`` (three deques, an ``Event``); ``writable`` is :class:`_Writable`, an ``asyncio.Event``
+  whose waiter list exists only while a ``send()`` waits;
+* header pairs and addresses that other connections have too are shared (immutable tuples, :func:`_shared`).
 
 It relies on uvicorn's internals, so it is pinned: importing it with another uvicorn raises ImportError naming
 :data:`SUPPORTED_UVICORN`; :func:`check_uvicorn` also checks that uvicorn's class still has what is overridden.
@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
+from asyncio.transports import BaseTransport
 from collections import deque
 from collections.abc import Awaitable, Generator
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 #: The uvicorn releases whose ``websockets_sansio_impl.py`` this module was checked against (byte-identical in
 #: 0.52.4, 0.53.0 and 0.54.0): ``low <= version < high``.
 SUPPORTED_UVICORN: Final = ((0, 52, 4), (0, 55))
+_T = TypeVar("_T")
 _RANGE: Final = "uvicorn >=0.52.4,<0.55 (its websockets-sansio protocol)"
 
 try:
     import uvicorn
-    from uvicorn.config import Config
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from uvicorn.server import ServerState
     from websockets.http11 import Request
     from websockets.protocol import OPEN, Protocol
     from websockets.server import ServerProtocol
@@ -48,7 +49,10 @@ _EXPECTED: Final = {
     "handle_connect": ("request", "response", "scope", "queue"),
     "send": ("writable", "response", "start_keepalive", "queue"),
     "receive": ("queue", "read_paused", "transport"),
+    "send_receive_event_to_app": ("queue", "read_paused", "transport"),
+    "start_keepalive": ("ping_interval", "schedule_ping"),
     "connection_lost": ("writable", "queue"),
+    "connection_made": ("server", "client"),
     "pause_writing": ("writable",),
     "resume_writing": ("writable",),
 }
@@ -173,8 +177,7 @@ class _Inbox:
         if self._getter is None:
             self._getter = getter
         else:
-            if self._more_getters is None:
-                self._more_getters = deque()
+            self._more_getters = self._more_getters or deque()
             self._more_getters.append(getter)
         return getter
 
@@ -202,11 +205,28 @@ class _Inbox:
                 return
 
 
-def _code(function: Any) -> Any:
-    return getattr(function, "__code__", None)
+#: Header (name, value) pairs and listening addresses repeat from one connection to the next: one shared copy of each
+#: (immutable tuples), for up to this many. Pairs of the headers below, whose values are per connection, never are.
+_SHARED_MAX: Final = 1024
+_SHARED: dict[Any, Any] = {}
+_PER_CONNECTION: Final = frozenset(
+    (b"sec-websocket-key", b"cookie", b"authorization", b"x-forwarded-for", b"forwarded", b"x-real-ip",
+     b"x-request-id", b"traceparent", b"tracestate", b"baggage", b"sentry-trace", b"x-amzn-trace-id", b"cf-ray")
+)  # fmt: skip
 
 
-_PARSERS: Final = (_code(ServerProtocol.parse), _code(Protocol.parse), _code(StreamReader.at_eof))
+def _shared(value: _T) -> _T:
+    shared = _SHARED.get(value)
+    if shared is not None:
+        return cast(_T, shared)
+    if len(_SHARED) < _SHARED_MAX:
+        _SHARED[value] = value
+    return value
+
+
+_PARSERS: Final = tuple(
+    getattr(parse, "__code__", None) for parse in (ServerProtocol.parse, Protocol.parse, StreamReader.at_eof)
+)
 
 
 def _drop_handshake_parser(conn: ServerProtocol) -> None:
@@ -227,7 +247,7 @@ def _drop_handshake_parser(conn: ServerProtocol) -> None:
 
 
 class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol, keeping about 8 KB less per open connection (see the module)."""
+    """uvicorn's ``websockets-sansio`` protocol, keeping ~11 KB less per open connection (see the module)."""
 
     # Every attribute uvicorn's __init__, handle_connect and send() set: stored in slots, the instance dict stays
     # empty. An attribute a later uvicorn adds still works (it goes to the dict).
@@ -240,23 +260,30 @@ class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
         "response", "scope",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # (config, server_state, app_state, _loop=None)
+        super().__init__(*args, **kwargs)
         self.queue = cast("asyncio.Queue[Any]", _Inbox())
         self.writable = cast("asyncio.Event", _Writable())
 
+    def connection_made(self, transport: BaseTransport) -> None:
+        """uvicorn's, with the listening address and the peer's host shared with the other connections."""
+        super().connection_made(transport)
+        self.server = _shared(self.server) if self.server is not None else None
+        if self.client is not None:
+            self.client = (sys.intern(self.client[0]), self.client[1])
+
     def handle_connect(self, event: Request) -> None:
-        """uvicorn's, then forget the request: the ``websockets`` parser keeps ``event`` for the connection's life."""
+        """uvicorn's, then forget the request (the ``websockets`` parser keeps ``event`` while the connection lasts),
+        and share the scope's header pairs that other connections have too."""
         super().handle_connect(event)
         self.request = None  # type: ignore[assignment]
         event.headers.clear()
         event.path = ""
+        scope = getattr(self, "scope", None)  # None if websockets refused the upgrade
+        if scope is not None:
+            scope["headers"] = [
+                pair if pair[0].lower() in _PER_CONNECTION else _shared(pair) for pair in scope["headers"]
+            ]
 
     def start_keepalive(self) -> None:
         """Called by uvicorn's ``send()`` right after it wrote the 101 response: drop what only the upgrade needed."""

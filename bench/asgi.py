@@ -17,6 +17,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from bench import lagprobe  # noqa: E402
 from bench.hubs import BenchHub, ChannelsBaseline  # noqa: E402
 from signalr_groups.routing import HubHttpRouter, websocket_path  # noqa: E402
 
@@ -26,5 +27,7 @@ application = ProtocolTypeRouter(
     {
         "http": HubHttpRouter(hub_patterns, django_asgi_app),
         "websocket": URLRouter([*hub_patterns, path("channels", ChannelsBaseline.as_asgi())]),
+        "lifespan": lagprobe.lifespan,  # uvicorn: starts the loop-lag probe (BENCH_LAG_FILE) on its serving loop
     }
 )
+lagprobe.install()  # daphne (no lifespan): queued on the Twisted asyncio reactor's loop

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,10 +25,17 @@ IMPLS: dict[str, tuple[str, str, str]] = {
     "hub-uvicorn": ("uvicorn", "/hub", "signalr"),
     # The same, with METRICS off: what the Prometheus metrics cost on the hot path.
     "hub-uvicorn-nometrics": ("uvicorn-nometrics", "/hub", "signalr"),
+    # The same, with the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py): what uvicorn's own costs.
+    "hub-uvicorn-lean": ("uvicorn-lean", "/hub", "signalr"),
     "hub-daphne": ("daphne", "/hub", "signalr"),
     "raw_ws": ("raw_ws", "/", "signalr"),
     "channels-daphne": ("daphne", "/channels", "signalr"),
     "socketio": ("socketio", "/socket.io/", "sio"),
+    # raw_ws with SignalR's keep-alive instead of websockets' pings: the idle scenario's baseline.
+    "raw_ws-keepalive": ("raw_ws-keepalive", "/", "signalr"),
+    # The Node.js baselines (bench/servers/node_*.js; bench/run.sh installs bench/package.json's packages).
+    "node-ws": ("node-ws", "/", "signalr"),
+    "node-socketio": ("node-socketio", "/socket.io/", "sio"),
 }
 
 
@@ -40,6 +48,24 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (procfs)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_precise(pid: int) -> float:
+    """CPU seconds of a process in ns resolution: its threads' run time in /proc/PID/task/*/schedstat.
+
+    Falls back to ``cpu_seconds`` (10 ms ticks) without schedstat. Threads that have exited are not counted
+    (the servers' are long-lived: the event loop's thread, executor threads).
+    """
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+    except (OSError, ValueError, IndexError):
+        return cpu_seconds(pid)
+    return total / 1e9 if total else cpu_seconds(pid)
 
 
 def rss_kib(pid: int) -> int:
@@ -79,6 +105,8 @@ class Process:
     ) -> None:
         self.name = name
         self.fixed_port = port
+        #: The loop-lag probe's file (bench/lagprobe.py) when the server runs one (BENCH_LAG_FILE).
+        self.lag_file = Path(env["BENCH_LAG_FILE"]) if env.get("BENCH_LAG_FILE") else None
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -105,8 +133,8 @@ class Process:
         raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def cpu(self) -> float:
-        """CPU seconds used so far."""
-        return cpu_seconds(self.pid)
+        """CPU seconds used so far (ns resolution where schedstat is available)."""
+        return cpu_seconds_precise(self.pid)
 
     def rss(self) -> int:
         """RSS in KiB."""
@@ -131,10 +159,13 @@ class Process:
                 self.process.wait(10)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+        if self.lag_file is not None:
+            for suffix in ("", ".gc-request", ".gc-request.tmp", ".gc.json", ".gc.json.tmp"):
+                Path(str(self.lag_file) + suffix).unlink(missing_ok=True)
 
 
 def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: int | None = SERVER_CORE) -> Process:
-    """Start one server process of ``kind`` (uvicorn, daphne, raw_ws, socketio) on port 0."""
+    """Start one server process of ``kind`` (uvicorn, daphne, raw_ws, socketio, node-ws, ...) on port 0."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -146,20 +177,27 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
         "BENCH_DB": str(Path(tempfile.gettempdir()) / f"signalr_groups_bench_{os.getpid()}.sqlite3"),
         "BENCH_METRICS": "0" if kind == "uvicorn-nometrics" else "1",
     }
+    if os.environ.get("BENCH_LAG_MODE") != "off":  # bench/lagprobe.py in the Python servers (Node ones ignore it)
+        env["BENCH_LAG_FILE"] = tempfile.mkstemp(prefix=f"bench-lag-{kind}-", suffix=".txt")[1]
     if kind == "uvicorn-nometrics":
         kind = "uvicorn"
+    lean_ws: list[str] = []
+    if kind == "uvicorn-lean":
+        kind, lean_ws = "uvicorn", ["--ws", "signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol"]
     # uvicorn: no per-connection INFO lines (access logs off for every server); then it cannot report the port
     # it picked, so it gets a free one (free_port() races only with other processes binding port 0 meanwhile).
     port: int | None = None
     uvicorn_pattern = r"(?!)(\d+)"  # never matches: wait for the port to accept instead
     if kind in ("uvicorn", "socketio"):
         port = free_port()
+    # The flags of deploy/signalr-groups@.service that matter here: no permessage-deflate, no uvicorn pings (the
+    # SignalR keep-alive, or engine.io's for socketio, is enough), 1 MiB frames (the proxy flags: no proxy here).
     uvicorn_flags = [
-        "--host", "127.0.0.1", "--port", str(port), "--ws-per-message-deflate", "false", "--no-access-log",
-        "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--ws-per-message-deflate", "false", "--ws-ping-interval", "0",
+        "--ws-max-size", "1048576", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     if kind == "uvicorn":
-        command = [sys.executable, "-m", "uvicorn", "bench.asgi:application", *uvicorn_flags]
+        command = [sys.executable, "-m", "uvicorn", "bench.asgi:application", *uvicorn_flags, *lean_ws]
         pattern = uvicorn_pattern
     elif kind == "socketio":
         command = [sys.executable, "-m", "uvicorn", "bench.servers.sio:app", *uvicorn_flags]
@@ -167,8 +205,19 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
     elif kind == "daphne":
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "bench.asgi:application"]
         pattern = r"Listening on TCP address 127\.0\.0\.1:(\d+)"
-    elif kind == "raw_ws":
+    elif kind in ("raw_ws", "raw_ws-keepalive"):
         command = [sys.executable, "-m", "bench.servers.raw_ws", "--port", "0"]
+        command += ["--keepalive"] if kind == "raw_ws-keepalive" else []
+        pattern = r"listening on 127\.0\.0\.1:(\d+)"
+    elif kind in ("node-ws", "node-socketio"):
+        if not (ROOT / "bench" / "node_modules" / "socket.io").is_dir():
+            raise RuntimeError("bench/node_modules is missing: bash bench/run.sh installs bench/package.json")
+        # Node starts its V8 and libuv threads at once: taskset pins every one from exec on (Process pins later).
+        pin = (
+            ["taskset", "-c", str(core)] if core is not None and pinning_available() and shutil.which("taskset") else []
+        )
+        script = "node_ws.js" if kind == "node-ws" else "node_sio.js"
+        command = [*pin, "node", str(ROOT / "bench" / "servers" / script), "--port", "0"]
         pattern = r"listening on 127\.0\.0\.1:(\d+)"
     else:
         raise ValueError(kind)

@@ -105,6 +105,39 @@ def plot_run(report: dict[str, Any], folder: Path) -> list[Path]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
+    steady = scenarios.get("steady") or {}
+    if any(result.get("lag_events") is not None for result in steady.values()):
+        fig, axis = plt.subplots(figsize=(11, 4.2))
+        for impl, result in steady.items():
+            events = result.get("lag_events")
+            if events is None:
+                continue
+            lag = result.get("loop_lag") or {}
+            label = f"{impl}: max {lag.get('max_ms', '?')} ms, {lag.get('over_20ms', '?')} over 20 ms"
+            line = axis.plot(
+                [e[0] for e in events], [e[1] for e in events], marker="o", linestyle="none", ms=3, label=label
+            )
+            pauses = result.get("gc_pauses") or []
+            if pauses:  # the garbage collections among them
+                axis.plot(
+                    [p[0] for p in pauses], [p[1] for p in pauses], marker="x", linestyle="none", ms=6,
+                    color=line[0].get_color(), label=f"{impl}: GC pauses > 5 ms",
+                )  # fmt: skip
+        axis.axhline(20, color="red", linestyle="--", linewidth=0.8)
+        first = next(iter(steady.values()))
+        axis.set(
+            yscale="log",
+            xlabel="seconds into the step",
+            ylabel="event-loop stall (ms; > 5 ms shown)",
+            title=f"steady: {first.get('connections', '?'):,} connections, a {first.get('group_size', '?'):,}-member "
+            "group at 4 sends/s: loop stalls (probe)",
+        )
+        axis.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "steady.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
     targets = [t for t in report.get("targets", []) if t["value"] is not None]
     if targets:
         fig, axis = plt.subplots(figsize=(11, 0.35 * len(targets) + 1))
@@ -171,6 +204,7 @@ def _step_rows(runs: list[dict[str, Any]], name: str, key: str = "") -> list[str
                         _range([s["fanout_ms"]["p99"] for s in found]),
                         _range([s["server_cpu_us_per_delivery"] for s in found]),
                         _range([s["client_cpu_cores"] for s in found], 2),
+                        _range([(s.get("loop_lag") or {}).get("max_ms") for s in found]),
                     ]
                 )
                 + " |"
@@ -207,8 +241,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {name} ({found[0]['detail'].split(';')[0]}) | {_range([t['value'] for t in found], 2)} | {verdict} |"
         )
-    header = "| offered deliveries/s | delivered/s | delivery ratio | p50 ms | p99 ms | p99 to last recipient ms | server CPU µs/delivery | client CPU (cores) |"
-    sep = "|---|---|---|---|---|---|---|---|---|---|"
+    header = "| offered deliveries/s | delivered/s | delivery ratio | p50 ms | p99 ms | p99 to last recipient ms | server CPU µs/delivery | client CPU (cores) | max loop stall ms |"
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|"
     for name, title, key, label in (
         ("echo", "S1 RPC echo (200 connections; one completion per invocation)", "", "invocations/s"),
         ("broadcast", "S2 broadcast to all (1,000 connections)", "", "sends/s"),
@@ -294,6 +328,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                     f"| {impl} | {_range([c['expected_pairs'] for c in ok], 0)} | {_range([c['missing'] for c in ok], 0)} | "
                     f"{_range([c['unexpected'] for c in ok], 0)} | {_range([c['duplicates'] for c in ok], 0)} | {'yes' if all(c['ok'] for c in ok) else 'NO'} |"
                 )
+    lines += _steady_rows(runs)
     lines += ["", "### S6 connect rate and idle connections (one server process)", ""]
     lines += [
         "| impl | connections | connects/s | RSS MiB | KiB per connection | idle CPU % of a core |",
@@ -323,6 +358,49 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             "(admin-side revoke request sent → last device received `GroupAccessRevoked`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _steady_rows(runs: list[dict[str, Any]]) -> list[str]:
+    """The steady fan-out table: loop stalls, CPU per delivery, and the objects left by closed connections."""
+    impls = list(runs[0]["scenarios"].get("steady", {}))
+    if not impls:
+        return []
+    first = next(iter(runs[0]["scenarios"]["steady"].values()))
+    lines = [
+        "",
+        f"### Steady fan-out: {first.get('connections', 0):,} connections, one {first.get('group_size', 0):,}-member "
+        "group at 4 sends/s (4,000 deliveries/s) for 20 s, then all closed",
+        "",
+        "Loop stalls from the probe in the server (bench/lagprobe.py, a 5 ms timer's lateness). Objects: GC-tracked "
+        "after a gc.collect(), before connecting and after closing; per closed connection = the difference / closed.",
+        "",
+        "| impl | delivery ratio | server CPU µs/delivery | max loop stall ms | stalls > 20 ms | > 10 ms | "
+        "objects before → after | per closed connection | RSS MiB before / connected / after close |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for impl in impls:
+        found = [run["scenarios"].get("steady", {}).get(impl) for run in runs]
+        results = [r for r in found if r and r.get("steps")]
+        if not results:
+            continue
+        steps = [r["steps"][0] for r in results]
+        lags = [r.get("loop_lag") or {} for r in results]
+        objects = [r["objects"] for r in results if r.get("objects")]
+        rss = [r.get("rss_mib", {}) for r in results]
+        lines.append(
+            f"| {impl} | {_range([s['ratio'] for s in steps], 4)} | {_range([s['server_cpu_us_per_delivery'] for s in steps])} | "
+            f"{_range([lag.get('max_ms') for lag in lags])} | {_range([lag.get('over_20ms') for lag in lags], 0)} | "
+            f"{_range([lag.get('over_10ms') for lag in lags], 0)} | "
+            + (
+                f"{_range([o['before'] for o in objects], 0)} → {_range([o['after_close'] for o in objects], 0)} | "
+                f"{_range([o['leak_per_conn'] for o in objects], 2)} | "
+                if objects
+                else "n/a | n/a | "
+            )
+            + " / ".join(_range([r.get(key) for r in rss]) for key in ("before", "connected", "after_close"))
+            + " |"
+        )
+    return lines
 
 
 def main() -> None:

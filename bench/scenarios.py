@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import lagprobe
 from bench.client import Conn, Pool, open_loop, payload, percentile, self_cpu
 from bench.procs import IMPLS, Process, start_server
 from bench.transports import VARIANTS, Members
@@ -50,6 +51,12 @@ class Sizes:
     settle_sample_seconds: float = 0.3
     transport_group_size: int = 1000
     transport_join_rate: int = 1000
+    steady_conns: int = 10000
+    steady_group_size: int = 1000
+    steady_rate: float = 4.0  # sends/s to the group: 4,000 deliveries/s
+    steady_seconds: float = 20.0
+    steady_close_wait_seconds: float = 3.0
+    steady_free_limit_seconds: float = 30.0  # the leak check waits up to this long for the objects to be freed
 
 
 def full_sizes() -> Sizes:
@@ -86,6 +93,11 @@ def quick_sizes() -> Sizes:
         revocation_rounds=3,
         transport_group_size=20,
         transport_join_rate=200,
+        steady_conns=200,
+        steady_group_size=50,
+        steady_seconds=1.0,
+        steady_close_wait_seconds=0.5,
+        steady_free_limit_seconds=10.0,
     )
 
 
@@ -105,6 +117,7 @@ class Bench:
         self.bases = [f"ws://127.0.0.1:{proc.port}" for proc in self.procs]
         self.pool = Pool(self.protocol)
         self.next_seq = 1
+        self._lag_windows: list[tuple[dict[str, Any], float, float]] = []  # steps whose loop_lag is still to fill
 
     def stop(self) -> None:
         """Abort the connections and stop the servers (by PID)."""
@@ -211,7 +224,30 @@ class Bench:
         }
         if track_pairs and sink.pairs is not None:
             result["_pairs"] = sink.pairs
+        self._lag_windows.append((result, started, finished))
         return result
+
+    async def fill_loop_lag(self) -> list[tuple[float, float]]:
+        """Set each step's ``loop_lag`` from the servers' probes (bench/lagprobe.py), once they flushed past it.
+
+        ``loop_lag``: ``max_ms`` (the worst lateness of the probe's 5 ms timer in the step, from the first send to
+        the end of the drain; 0 when no wake-up was over 5 ms late), ``over_20ms`` and ``over_10ms`` (how many
+        wake-ups were that late; one stall counts once). Only for servers with a probe (not the Node ones); over
+        all the servers of the step (scale-out). Returns every server's stall events (monotonic s, ms).
+        """
+        pending, self._lag_windows = self._lag_windows, []
+        files = [proc.lag_file for proc in self.procs if proc.lag_file is not None]
+        if not files:
+            return []
+        if pending:
+            await lagprobe.wait_flushed(files, max(end for _, _, end in pending))
+        states = [lagprobe.read(path) for path in files]
+        if not any(running for running, _, _ in states):
+            return []
+        events = sorted(event for running, _, found in states if running for event in found)
+        for result, start, end in pending:
+            result["loop_lag"] = lagprobe.summary(events, start, end)
+        return events
 
 
 def constant(value: int) -> Callable[[int], int]:
@@ -493,6 +529,109 @@ async def transports(bench: Bench) -> dict[str, Any]:
     return out
 
 
+async def steady(bench: Bench) -> dict[str, Any]:
+    """Steady fan-out at 10,000 connections (issue 15): event-loop stalls, CPU per delivery, then the leak check.
+
+    4 senders (in no group) and 10,000 connections to one server; 1,000 of them join one group, which gets 4 sends/s
+    (4,000 deliveries/s) for 20 s while the other 9,000 idle (keep-alive pings both ways). The loop lag comes from
+    the server's probe (bench/lagprobe.py: its 5 ms timer's lateness, the stalls themselves, not a latency
+    percentile). Then the 10,000 close, half with a closing handshake and half dropped (TCP abort); the server
+    settles, and a ``gc.collect()`` through the probe counts the GC-tracked objects against the count taken before
+    they connected: ``leak_per_conn`` = the difference / 10,000, about 0 when closed connections are freed. A server
+    may hold a closed connection's objects for a while (the hub: about 5 s), so the count is taken again every 3 s
+    until it is under 1 per connection, up to 30 s after closing (``checks``: [seconds after closing, per connection]).
+    """
+    sizes = bench.sizes
+    proc = bench.procs[0]
+    await bench.connect(4)
+    senders = bench.conns[:4]
+    await bench.settle()
+    before = await lagprobe.request_gc(proc.lag_file) if proc.lag_file else None
+    rss = {"before": proc.rss()}
+    rate_open = await bench.connect(sizes.steady_conns)
+    rss["connected"] = proc.rss()
+    group, size = "steady", sizes.steady_group_size
+    joins = await _join_all(bench, [(4 + index, group) for index in range(size)])
+    await bench.settle()
+
+    async def fire(seq: int, scheduled: int, i: int) -> None:
+        await senders[i % 4].call("SendToGroup", group, payload(seq, scheduled))
+
+    started = time.monotonic()
+    step = await bench.step(
+        sizes.steady_rate,
+        fire,
+        constant(size),
+        seconds=sizes.steady_seconds,
+        label={"connections": sizes.steady_conns, "group_size": size},
+    )
+    ended = time.monotonic()
+    rss["after_step"] = proc.rss()
+    events = await bench.fill_loop_lag()
+    pauses = lagprobe.gc_pauses(proc.lag_file) if proc.lag_file else []
+    closing = bench.conns[4:]
+    del bench.conns[4:]  # the pool's list: its keep-alive pings only the senders from now on
+    for conn in closing[1::2]:
+        conn.abort()
+    limit = asyncio.Semaphore(200)
+
+    async def close(conn: Conn) -> None:
+        async with limit:
+            try:
+                await asyncio.wait_for(conn.ws.close(), 10)
+            except Exception:  # no closing handshake in time: drop it
+                conn.abort()
+
+    await asyncio.gather(*(close(conn) for conn in closing[0::2]))
+    closed = time.monotonic()
+    await bench.settle()
+    await asyncio.sleep(sizes.steady_close_wait_seconds)
+    after = await lagprobe.request_gc(proc.lag_file) if proc.lag_file else None
+    checks: list[list[float]] = []  # [seconds after closing, objects per closed connection]
+    while before and after:  # a server may free a closed connection's objects a while later: until < 1 or 30 s
+        checks.append(
+            [round(time.monotonic() - closed, 1), (after["tracked_objects"] - before["tracked_objects"]) / len(closing)]
+        )
+        if checks[-1][1] < 1 or time.monotonic() - closed > sizes.steady_free_limit_seconds:
+            break
+        await asyncio.sleep(3.0)
+        after = await lagprobe.request_gc(proc.lag_file) if proc.lag_file else None
+    rss["after_close"] = proc.rss()
+    bench.check_alive()
+    objects = None
+    if before and after:
+        objects = {
+            "before": before["tracked_objects"],
+            "after_close": after["tracked_objects"],
+            "closed": len(closing),
+            "leak_per_conn": round((after["tracked_objects"] - before["tracked_objects"]) / len(closing), 3),
+            "checks": [[at, round(per_conn, 2)] for at, per_conn in checks],
+            "collect_ms": [before["collect_ms"], after["collect_ms"]],
+            "gc_garbage": after["gc_garbage"],
+            "gc_frozen": after["gc_frozen"],
+            # the types that grew most (count after closing - before connecting)
+            "grown_types": dict(
+                sorted(
+                    ((name, count - before["by_type"].get(name, 0)) for name, count in after["by_type"].items()),
+                    key=lambda item: -item[1],
+                )[:12]
+            ),
+        }
+    return {
+        "steps": [step],
+        "joins": joins,
+        "connections": sizes.steady_conns,
+        "group_size": size,
+        "connects_per_s": round(rate_open),
+        "loop_lag": step.get("loop_lag"),
+        "lag_events": [[round(at - started, 3), lag] for at, lag in events if started <= at <= ended],
+        # garbage collections over 5 ms in the step: [seconds into it, ms, generation]
+        "gc_pauses": [[round(at - started, 3), ms, gen] for at, ms, gen in pauses if started <= at <= ended],
+        "objects": objects,
+        "rss_mib": {key: round(value / 1024, 1) for key, value in rss.items()},
+    }
+
+
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "echo": echo,
     "broadcast": broadcast,
@@ -502,4 +641,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "idle": idle,
     "scaleout": scaleout,
     "transports": transports,
+    "steady": steady,
 }

@@ -30,19 +30,33 @@ from bench.scenarios import SCENARIOS, Bench, Sizes, full_sizes, quick_sizes
 from bench.targets import evaluate, smoke_failures
 
 RESULTS = ROOT / "bench" / "results"
-ALL_IMPLS = ("hub-uvicorn", "hub-daphne", "raw_ws", "channels-daphne", "socketio")
+ALL_IMPLS = ("hub-uvicorn", "hub-daphne", "raw_ws", "channels-daphne", "socketio", "node-ws", "node-socketio")
 #: The hot paths, once more with metrics off, in the same run (the metrics' cost).
 METRICS_OFF = ("hub-uvicorn-nometrics",)
+#: The hub under uvicorn with the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py).
+LEAN_WS = ("hub-uvicorn-lean",)
 SCENARIO_IMPLS: dict[str, tuple[str, ...]] = {
-    "echo": ALL_IMPLS + METRICS_OFF,
-    "broadcast": ALL_IMPLS + METRICS_OFF,
-    "groups": ALL_IMPLS + METRICS_OFF,
+    "echo": ALL_IMPLS + METRICS_OFF + LEAN_WS,
+    "broadcast": ALL_IMPLS + METRICS_OFF + LEAN_WS,
+    "groups": ALL_IMPLS + METRICS_OFF + LEAN_WS,
     "users": ALL_IMPLS,
     "churn": ALL_IMPLS,
-    "idle": ("hub-uvicorn", "hub-daphne", "raw_ws", "socketio"),
+    # raw_ws-keepalive: the baseline here (SignalR's 15 s pings both ways, as the hub; raw_ws has websockets' own).
+    "idle": (
+        "hub-uvicorn",
+        "hub-uvicorn-lean",
+        "hub-daphne",
+        "raw_ws",
+        "raw_ws-keepalive",
+        "socketio",
+        "node-ws",
+        "node-socketio",
+    ),
     "scaleout": ("hub-uvicorn", "channels-daphne"),
     # Transports x hub protocols on one 1,000-member group, the WebSocket/JSON baseline in the same server process.
     "transports": ("hub-uvicorn",),
+    # 10,000 connections, steady fan-out to one 1,000-member group: loop stalls (probe), then the closed-connection leak.
+    "steady": ("hub-uvicorn", "hub-daphne", "raw_ws"),
 }
 
 
@@ -125,6 +139,7 @@ async def run_one(name: str, impl: str, sizes: Sizes, layer: str = "memory", red
     ]
     try:
         result = await SCENARIOS[name](bench)
+        await bench.fill_loop_lag()  # each step's loop_lag, from the servers' probes (bench/lagprobe.py)
     finally:
         for spy in spies:
             stop_profiler(spy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 HUBS = ("hub-uvicorn", "hub-daphne")
@@ -157,7 +158,83 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         value is not None and value < 100,
         f"< 100 ms; {revocation.get('rounds') if revocation else '?'} rounds",
     )
+    _issue15(scenarios, add)
     return targets
+
+
+def _issue15(scenarios: dict[str, Any], add: Callable[[str, float | None, bool, str], None]) -> None:
+    """Issue 15's targets for the deployed server (hub-uvicorn); node-ws and raw_ws-keepalive only when they ran."""
+    by_size = {
+        impl: {s["group_size"]: s for s in _steps(scenarios, "groups", impl) if "group_size" in s}
+        for impl in ("hub-uvicorn", "hub-daphne", "raw_ws", "node-ws")
+    }
+    hub = by_size["hub-uvicorn"]
+    for size in (1000, 4000):
+        for baseline, bound in (("raw_ws", 1.3), ("node-ws", 1.5)):
+            if baseline == "node-ws" and "node-ws" not in scenarios.get("groups", {}):
+                continue
+            ours, theirs = _cpu(hub.get(size)), _cpu(by_size[baseline].get(size))
+            value = ours / theirs if ours and theirs else None
+            add(
+                f"hub-uvicorn: server CPU per delivery vs {baseline}, {size:,}-member group (groups)",
+                value,
+                value is not None and value <= bound,
+                f"<= {bound}x; {ours} vs {theirs} us per delivery (one record per frame, same run)",
+            )
+    steady = scenarios.get("steady", {}).get("hub-uvicorn")
+    lag = (steady or {}).get("loop_lag")
+    add(
+        "hub-uvicorn: worst event-loop stall, steady fan-out at 10,000 connections (ms)",
+        lag["max_ms"] if lag else None,
+        lag is not None and lag["max_ms"] <= 20,
+        "<= 20 ms; "
+        + (f"{lag['over_20ms']} stalls over 20 ms, {lag['over_10ms']} over 10 ms" if lag else "no probe")
+        + (f" in {steady['steps'][0]['sends']} sends to {steady['group_size']:,} members" if steady else ""),
+    )
+    objects = (steady or {}).get("objects")
+    add(
+        "hub-uvicorn: GC-tracked objects left per closed connection (steady, after gc.collect())",
+        objects["leak_per_conn"] if objects else None,
+        objects is not None and objects["leak_per_conn"] < 1,
+        "< 1; "
+        + (
+            f"{objects['before']:,} before connecting, {objects['after_close']:,} after {objects['closed']:,} closed"
+            if objects
+            else "no probe"
+        ),
+    )
+    plateau = _idle(scenarios, "hub-uvicorn")
+    add(
+        "hub-uvicorn: 10,000 idle connections: KiB per connection (issue 15)",
+        plateau["kib_per_conn"] if plateau else None,
+        plateau is not None and plateau["kib_per_conn"] <= 16,
+        f"<= 16 KiB; {plateau['connections'] if plateau else '?'} connections",
+    )
+    keepalive = _idle(scenarios, "raw_ws-keepalive")
+    if keepalive:
+        value = (
+            plateau["idle_cpu_percent_of_core"] / max(0.01, keepalive["idle_cpu_percent_of_core"]) if plateau else None
+        )
+        add(
+            "hub-uvicorn: idle CPU at 10,000 connections vs raw_ws-keepalive",
+            value,
+            value is not None and value <= 1.5,
+            f"<= 1.5x; {plateau['idle_cpu_percent_of_core'] if plateau else '?'}% vs "
+            f"{keepalive['idle_cpu_percent_of_core']}% of a core (SignalR keep-alive both)",
+        )
+    daphne = by_size["hub-daphne"]
+    ratios = {
+        size: (_cpu(daphne.get(size)) or 0) / (_cpu(hub.get(size)) or 1)
+        for size in (1000, 4000)
+        if _cpu(daphne.get(size)) and _cpu(hub.get(size))
+    }
+    add(
+        "hub-daphne: server CPU per delivery vs hub-uvicorn (groups; information)",
+        max(ratios.values()) if ratios else None,
+        bool(ratios) and max(ratios.values()) <= 2,
+        "<= 2x (the worse of 1,000 and 4,000 members); "
+        + ", ".join(f"{size:,}: {value:.2f}x" for size, value in ratios.items()),
+    )
 
 
 def _idle(scenarios: dict[str, Any], impl: str) -> dict[str, Any] | None:

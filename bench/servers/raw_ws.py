@@ -1,9 +1,16 @@
 """The near-physical-limit baseline: a bare ``websockets`` server speaking the same SignalR JSON records.
 
-    python -m bench.servers.raw_ws [--port 0]
+    python -m bench.servers.raw_ws [--port 0] [--keepalive]
 
 Same methods as bench/hubs.py; fan-out is one serialization and ``websockets.broadcast()`` (a frame
 written per client without yielding). Prints ``listening on 127.0.0.1:PORT`` once bound.
+
+Keep-alive: by default websockets' own, a protocol-level ping to each connection every 20 s (a task per
+connection), and the client's SignalR ping records are parsed and ignored. ``--keepalive`` (``raw_ws-keepalive``,
+the idle scenario's baseline) does SignalR's keep-alive instead, as the hub under uvicorn ``--ws-ping-interval 0``:
+websockets' pings off, and a task per connection (what a bare server would write) that sends a SignalR ping record
+every 15 s and closes the connection when the client sent nothing for 30 s. The client's ping records only reset
+that timeout: SignalR servers (ASP.NET Core, the hub) never answer a ping with a ping.
 """
 
 from __future__ import annotations
@@ -16,7 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
+from bench import lagprobe
+
 RS = "\x1e"
+KEEP_ALIVE_SECONDS = 15.0  # SignalR's KeepAliveInterval
+CLIENT_TIMEOUT_SECONDS = 30.0  # SignalR's ClientTimeoutInterval
+PING = '{"type":6}' + RS
+KEEPALIVE = False  # --keepalive
 ALL: set[ServerConnection] = set()
 GROUPS: dict[str, set[ServerConnection]] = {}
 USERS: dict[str, set[ServerConnection]] = {}
@@ -35,17 +48,51 @@ async def _handle(ws: ServerConnection) -> None:
     ALL.add(ws)
     if user:
         USERS.setdefault(user, set()).add(ws)
+    if KEEPALIVE:
+        await _handle_keepalive(ws, user, joined)
+        return
     try:
         async for data in ws:
             for record in str(data).split(RS):
                 if record:
                     await _dispatch(ws, json.loads(record), joined)
     finally:
-        ALL.discard(ws)
-        if user:
-            USERS.get(user, set()).discard(ws)
-        for group in joined:
-            GROUPS.get(group, set()).discard(ws)
+        _forget(ws, user, joined)
+
+
+async def _handle_keepalive(ws: ServerConnection, user: str | None, joined: set[str]) -> None:
+    """The receive loop of ``--keepalive``: as ``_handle``, plus the time of the last message for the timeout."""
+    loop = asyncio.get_running_loop()
+    heard = [loop.time()]
+    pinger = asyncio.create_task(_keepalive(ws, heard))
+    try:
+        async for data in ws:
+            heard[0] = loop.time()
+            for record in str(data).split(RS):
+                if record:
+                    await _dispatch(ws, json.loads(record), joined)
+    finally:
+        pinger.cancel()
+        _forget(ws, user, joined)
+
+
+async def _keepalive(ws: ServerConnection, heard: list[float]) -> None:
+    """A SignalR ping record every 15 s; close when the client has been silent for 30 s."""
+    loop = asyncio.get_running_loop()
+    while True:  # cancelled when the connection ends
+        await asyncio.sleep(KEEP_ALIVE_SECONDS)
+        if loop.time() - heard[0] > CLIENT_TIMEOUT_SECONDS:
+            await ws.close(1000, "client timeout")
+            return
+        await ws.send(PING)
+
+
+def _forget(ws: ServerConnection, user: str | None, joined: set[str]) -> None:
+    ALL.discard(ws)
+    if user:
+        USERS.get(user, set()).discard(ws)
+    for group in joined:
+        GROUPS.get(group, set()).discard(ws)
 
 
 async def _dispatch(ws: ServerConnection, message: dict[str, Any], joined: set[str]) -> None:
@@ -74,9 +121,13 @@ async def _dispatch(ws: ServerConnection, message: dict[str, Any], joined: set[s
 
 
 async def _main(port: int) -> None:
-    async with serve(_handle, "127.0.0.1", port, compression=None, max_queue=None) as server:
+    ping_interval = None if KEEPALIVE else 20  # 20 s: websockets' default
+    async with serve(
+        _handle, "127.0.0.1", port, compression=None, max_queue=None, ping_interval=ping_interval
+    ) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
         print(f"listening on 127.0.0.1:{bound}", flush=True)
+        lagprobe.install()  # BENCH_LAG_FILE: the loop-lag probe
         await server.serve_forever()
 
 
@@ -84,7 +135,10 @@ def main() -> None:
     """Serve until terminated."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--keepalive", action="store_true", help="SignalR pings every 15 s instead of websockets'")
     args = parser.parse_args()
+    global KEEPALIVE
+    KEEPALIVE = args.keepalive
     try:
         import uvloop
 

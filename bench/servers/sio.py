@@ -12,11 +12,13 @@ import importlib
 from typing import Any
 from urllib.parse import parse_qs
 
+from bench import lagprobe
+
 # python-socketio ships no type information; keep mypy independent of whether it is installed.
 socketio: Any = importlib.import_module("socketio")
 
 sio = socketio.AsyncServer(async_mode="asgi", transports=["websocket"], ping_interval=15, ping_timeout=30)
-app = socketio.ASGIApp(sio)
+app = socketio.ASGIApp(sio, on_startup=lagprobe.install)  # BENCH_LAG_FILE: the loop-lag probe, on uvicorn's loop
 
 
 @sio.event  # type: ignore[untyped-decorator]

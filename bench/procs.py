@@ -25,7 +25,7 @@ IMPLS: dict[str, tuple[str, str, str]] = {
     "hub-uvicorn": ("uvicorn", "/hub", "signalr"),
     # The same, with METRICS off: what the Prometheus metrics cost on the hot path.
     "hub-uvicorn-nometrics": ("uvicorn-nometrics", "/hub", "signalr"),
-    # The same, with the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py): what uvicorn's own costs.
+    # As deploy/ runs it: the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py), GC_FREEZE_CONNECTIONS 1000.
     "hub-uvicorn-lean": ("uvicorn-lean", "/hub", "signalr"),
     "hub-daphne": ("daphne", "/hub", "signalr"),
     "raw_ws": ("raw_ws", "/", "signalr"),
@@ -182,8 +182,9 @@ def start_server(kind: str, layer: str = "memory", redis_url: str = "", core: in
     if kind == "uvicorn-nometrics":
         kind = "uvicorn"
     lean_ws: list[str] = []
-    if kind == "uvicorn-lean":
+    if kind == "uvicorn-lean":  # as deploy/ runs the hub: the lean protocol, and settings_production's GC freeze
         kind, lean_ws = "uvicorn", ["--ws", "signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol"]
+        env["BENCH_GC_FREEZE"] = "1000"
     # uvicorn: no per-connection INFO lines (access logs off for every server); then it cannot report the port
     # it picked, so it gets a free one (free_port() races only with other processes binding port 0 meanwhile).
     port: int | None = None

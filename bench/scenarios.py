@@ -529,6 +529,11 @@ async def transports(bench: Bench) -> dict[str, Any]:
     return out
 
 
+def _objects(counts: dict[str, Any]) -> int:
+    """Objects the collector tracks, frozen ones included (a gc.freeze() must not hide a leak)."""
+    return int(counts["tracked_objects"]) + int(counts.get("gc_frozen") or 0)
+
+
 async def steady(bench: Bench) -> dict[str, Any]:
     """Steady fan-out at 10,000 connections (issue 15): event-loop stalls, CPU per delivery, then the leak check.
 
@@ -589,9 +594,7 @@ async def steady(bench: Bench) -> dict[str, Any]:
     after = await lagprobe.request_gc(proc.lag_file) if proc.lag_file else None
     checks: list[list[float]] = []  # [seconds after closing, objects per closed connection]
     while before and after:  # a server may free a closed connection's objects a while later: until < 1 or 30 s
-        checks.append(
-            [round(time.monotonic() - closed, 1), (after["tracked_objects"] - before["tracked_objects"]) / len(closing)]
-        )
+        checks.append([round(time.monotonic() - closed, 1), (_objects(after) - _objects(before)) / len(closing)])
         if checks[-1][1] < 1 or time.monotonic() - closed > sizes.steady_free_limit_seconds:
             break
         await asyncio.sleep(3.0)
@@ -601,10 +604,10 @@ async def steady(bench: Bench) -> dict[str, Any]:
     objects = None
     if before and after:
         objects = {
-            "before": before["tracked_objects"],
-            "after_close": after["tracked_objects"],
+            "before": _objects(before),
+            "after_close": _objects(after),
             "closed": len(closing),
-            "leak_per_conn": round((after["tracked_objects"] - before["tracked_objects"]) / len(closing), 3),
+            "leak_per_conn": round((_objects(after) - _objects(before)) / len(closing), 3),
             "checks": [[at, round(per_conn, 2)] for at, per_conn in checks],
             "collect_ms": [before["collect_ms"], after["collect_ms"]],
             "gc_garbage": after["gc_garbage"],

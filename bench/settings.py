@@ -53,6 +53,9 @@ SIGNALR_GROUPS: dict[str, object] = {
     "USER_ID_PROVIDER": "bench.hubs.query_user_id",
     # BENCH_METRICS=0: Prometheus metrics off (the hub-uvicorn-nometrics implementation).
     "METRICS": os.environ.get("BENCH_METRICS", "1") != "0",
+    # BENCH_GC_FREEZE (hub-uvicorn-lean, as hubproject/settings_production.py): freeze what survives every
+    # 1,000 new connections, so that the collector's full passes stay short.
+    "GC_FREEZE_CONNECTIONS": int(os.environ["BENCH_GC_FREEZE"]) if os.environ.get("BENCH_GC_FREEZE") else None,
 }
 LOGGING = {
     "version": 1,

@@ -33,14 +33,15 @@ RESULTS = ROOT / "bench" / "results"
 ALL_IMPLS = ("hub-uvicorn", "hub-daphne", "raw_ws", "channels-daphne", "socketio", "node-ws", "node-socketio")
 #: The hot paths, once more with metrics off, in the same run (the metrics' cost).
 METRICS_OFF = ("hub-uvicorn-nometrics",)
-#: The hub under uvicorn with the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py).
+#: The hub as deploy/ runs it: uvicorn with the lean WebSocket protocol (signalr_groups/server/uvicorn_ws.py) and
+#: GC_FREEZE_CONNECTIONS (hubproject/settings_production.py's 1,000).
 LEAN_WS = ("hub-uvicorn-lean",)
 SCENARIO_IMPLS: dict[str, tuple[str, ...]] = {
     "echo": ALL_IMPLS + METRICS_OFF + LEAN_WS,
     "broadcast": ALL_IMPLS + METRICS_OFF + LEAN_WS,
     "groups": ALL_IMPLS + METRICS_OFF + LEAN_WS,
-    "users": ALL_IMPLS,
-    "churn": ALL_IMPLS,
+    "users": ALL_IMPLS + LEAN_WS,
+    "churn": ALL_IMPLS + LEAN_WS,
     # raw_ws-keepalive: the baseline here (SignalR's 15 s pings both ways, as the hub; raw_ws has websockets' own).
     "idle": (
         "hub-uvicorn",
@@ -56,7 +57,7 @@ SCENARIO_IMPLS: dict[str, tuple[str, ...]] = {
     # Transports x hub protocols on one 1,000-member group, the WebSocket/JSON baseline in the same server process.
     "transports": ("hub-uvicorn",),
     # 10,000 connections, steady fan-out to one 1,000-member group: loop stalls (probe), then the closed-connection leak.
-    "steady": ("hub-uvicorn", "hub-daphne", "raw_ws"),
+    "steady": ("hub-uvicorn-lean", "hub-uvicorn", "hub-daphne", "raw_ws"),
 }
 
 

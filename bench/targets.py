@@ -163,78 +163,96 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _issue15(scenarios: dict[str, Any], add: Callable[[str, float | None, bool, str], None]) -> None:
-    """Issue 15's targets for the deployed server (hub-uvicorn); node-ws and raw_ws-keepalive only when they ran."""
+    """Issue 15's targets for the deployed server (hub-uvicorn-lean: the lean protocol and GC_FREEZE_CONNECTIONS,
+    as deploy/ runs it) and for stock hub-uvicorn; node-ws and raw_ws-keepalive only when they ran."""
+    ran = [impl for impl in DEPLOYED if any(impl in scenarios.get(name, {}) for name in ("groups", "steady", "idle"))]
+    for impl in ran:
+        _issue15_for(impl, scenarios, add)
     by_size = {
         impl: {s["group_size"]: s for s in _steps(scenarios, "groups", impl) if "group_size" in s}
-        for impl in ("hub-uvicorn", "hub-daphne", "raw_ws", "node-ws")
+        for impl in ("hub-daphne", *ran)
     }
-    hub = by_size["hub-uvicorn"]
-    for size in (1000, 4000):
-        for baseline, bound in (("raw_ws", 1.3), ("node-ws", 1.5)):
-            if baseline == "node-ws" and "node-ws" not in scenarios.get("groups", {}):
-                continue
-            ours, theirs = _cpu(hub.get(size)), _cpu(by_size[baseline].get(size))
-            value = ours / theirs if ours and theirs else None
-            add(
-                f"hub-uvicorn: server CPU per delivery vs {baseline}, {size:,}-member group (groups)",
-                value,
-                value is not None and value <= bound,
-                f"<= {bound}x; {ours} vs {theirs} us per delivery (one record per frame, same run)",
-            )
-    steady = scenarios.get("steady", {}).get("hub-uvicorn")
-    lag = (steady or {}).get("loop_lag")
-    add(
-        "hub-uvicorn: worst event-loop stall, steady fan-out at 10,000 connections (ms)",
-        lag["max_ms"] if lag else None,
-        lag is not None and lag["max_ms"] <= 20,
-        "<= 20 ms; "
-        + (f"{lag['over_20ms']} stalls over 20 ms, {lag['over_10ms']} over 10 ms" if lag else "no probe")
-        + (f" in {steady['steps'][0]['sends']} sends to {steady['group_size']:,} members" if steady else ""),
-    )
-    objects = (steady or {}).get("objects")
-    add(
-        "hub-uvicorn: GC-tracked objects left per closed connection (steady, after gc.collect())",
-        objects["leak_per_conn"] if objects else None,
-        objects is not None and objects["leak_per_conn"] < 1,
-        "< 1; "
-        + (
-            f"{objects['before']:,} before connecting, {objects['after_close']:,} after {objects['closed']:,} closed"
-            if objects
-            else "no probe"
-        ),
-    )
-    plateau = _idle(scenarios, "hub-uvicorn")
-    add(
-        "hub-uvicorn: 10,000 idle connections: KiB per connection (issue 15)",
-        plateau["kib_per_conn"] if plateau else None,
-        plateau is not None and plateau["kib_per_conn"] <= 16,
-        f"<= 16 KiB; {plateau['connections'] if plateau else '?'} connections",
-    )
-    keepalive = _idle(scenarios, "raw_ws-keepalive")
-    if keepalive:
-        value = (
-            plateau["idle_cpu_percent_of_core"] / max(0.01, keepalive["idle_cpu_percent_of_core"]) if plateau else None
-        )
-        add(
-            "hub-uvicorn: idle CPU at 10,000 connections vs raw_ws-keepalive",
-            value,
-            value is not None and value <= 1.5,
-            f"<= 1.5x; {plateau['idle_cpu_percent_of_core'] if plateau else '?'}% vs "
-            f"{keepalive['idle_cpu_percent_of_core']}% of a core (SignalR keep-alive both)",
-        )
-    daphne = by_size["hub-daphne"]
+    reference = next((impl for impl in ran if by_size[impl]), None)
+    if reference is None:
+        return
+    daphne, hub = by_size["hub-daphne"], by_size[reference]
     ratios = {
         size: (_cpu(daphne.get(size)) or 0) / (_cpu(hub.get(size)) or 1)
         for size in (1000, 4000)
         if _cpu(daphne.get(size)) and _cpu(hub.get(size))
     }
     add(
-        "hub-daphne: server CPU per delivery vs hub-uvicorn (groups; information)",
+        f"hub-daphne: server CPU per delivery vs {reference} (groups; information)",
         max(ratios.values()) if ratios else None,
         bool(ratios) and max(ratios.values()) <= 2,
         "<= 2x (the worse of 1,000 and 4,000 members); "
         + ", ".join(f"{size:,}: {value:.2f}x" for size, value in ratios.items()),
     )
+
+
+#: The uvicorn deployments the issue 15 targets are computed for: the recommended one first.
+DEPLOYED = ("hub-uvicorn-lean", "hub-uvicorn")
+
+
+def _issue15_for(impl: str, scenarios: dict[str, Any], add: Callable[[str, float | None, bool, str], None]) -> None:
+    by_size = {
+        name: {s["group_size"]: s for s in _steps(scenarios, "groups", name) if "group_size" in s}
+        for name in (impl, "raw_ws", "node-ws")
+    }
+    hub = by_size[impl]
+    for size in (1000, 4000) if hub else ():
+        for baseline, bound in (("raw_ws", 1.3), ("node-ws", 1.5)):
+            if baseline not in scenarios.get("groups", {}):
+                continue
+            ours, theirs = _cpu(hub.get(size)), _cpu(by_size[baseline].get(size))
+            value = ours / theirs if ours and theirs else None
+            add(
+                f"{impl}: server CPU per delivery vs {baseline}, {size:,}-member group (groups)",
+                value,
+                value is not None and value <= bound,
+                f"<= {bound}x; {ours} vs {theirs} us per delivery (one record per frame, same run)",
+            )
+    steady = scenarios.get("steady", {}).get(impl)
+    if steady:
+        lag = steady.get("loop_lag")
+        add(
+            f"{impl}: worst event-loop stall, steady fan-out at 10,000 connections (ms)",
+            lag["max_ms"] if lag else None,
+            lag is not None and lag["max_ms"] <= 20,
+            "<= 20 ms; "
+            + (f"{lag['over_20ms']} stalls over 20 ms, {lag['over_10ms']} over 10 ms" if lag else "no probe")
+            + f" in {steady['steps'][0]['sends']} sends to {steady['group_size']:,} members",
+        )
+        objects = steady.get("objects")
+        add(
+            f"{impl}: GC-tracked objects left per closed connection, frozen ones included (steady)",
+            objects["leak_per_conn"] if objects else None,
+            objects is not None and objects["leak_per_conn"] < 1,
+            "< 1; "
+            + (
+                f"{objects['before']:,} before connecting, {objects['after_close']:,} after {objects['closed']:,} closed"
+                if objects
+                else "no probe"
+            ),
+        )
+    plateau = _idle(scenarios, impl)
+    if plateau:
+        add(
+            f"{impl}: 10,000 idle connections: KiB per connection (issue 15)",
+            plateau["kib_per_conn"],
+            plateau["kib_per_conn"] <= 16,
+            f"<= 16 KiB; {plateau['connections']} connections",
+        )
+        keepalive = _idle(scenarios, "raw_ws-keepalive")
+        if keepalive:
+            value = plateau["idle_cpu_percent_of_core"] / max(0.01, keepalive["idle_cpu_percent_of_core"])
+            add(
+                f"{impl}: idle CPU at 10,000 connections vs raw_ws-keepalive",
+                value,
+                value <= 1.5,
+                f"<= 1.5x; {plateau['idle_cpu_percent_of_core']}% vs "
+                f"{keepalive['idle_cpu_percent_of_core']}% of a core (SignalR keep-alive both)",
+            )
 
 
 def _idle(scenarios: dict[str, Any], impl: str) -> dict[str, Any] | None:

@@ -52,6 +52,9 @@ SIGNALR_GROUPS = {
     # X-Forwarded-For, trusted because the processes run with --proxy-headers).
     "MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS": 20,
     "MAX_NEGOTIATIONS_PER_SECOND_PER_ADDRESS": 20,
+    # Thousands of connections per process: freeze what survives every 1,000 new ones, so that the
+    # collector's full passes stay short (docs/performance.md, "Event-loop stalls").
+    "GC_FREEZE_CONNECTIONS": 1000,
 }
 
 LOGGING = {

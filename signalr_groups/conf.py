@@ -95,6 +95,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     #: Seconds a SIGTERM waits for the connections to close (Close with allowReconnect) before the
     #: server's own shutdown; keep it below the server's (daphne --application-close-timeout, 10 s).
     "SHUTDOWN_DRAIN_TIMEOUT": 5.0,
+    #: After this many new connections in a process, the heartbeat freezes the surviving objects
+    #: (``gc.freeze()``), so that the collector's full passes stay short; None: never (see
+    #: ``signalr_groups.lifetime.gc_policy``).
+    "GC_FREEZE_CONNECTIONS": None,
 }
 #: Every transport, in the order negotiate lists them.
 TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
@@ -181,6 +185,7 @@ class HubSettings:
     metrics: bool
     metrics_allowed_addresses: frozenset[str]
     shutdown_drain_timeout: float
+    gc_freeze_connections: int | None
 
     def transports_for(self, hub_key: str) -> tuple[str, ...]:
         """The transports enabled for the hub ``hub_key``."""
@@ -429,6 +434,7 @@ def _validate(raw: dict[str, Any]) -> HubSettings:
         metrics=_bool(values, "METRICS"),
         metrics_allowed_addresses=_addresses(values["METRICS_ALLOWED_ADDRESSES"]),
         shutdown_drain_timeout=float(values["SHUTDOWN_DRAIN_TIMEOUT"]),
+        gc_freeze_connections=_optional(values, "GC_FREEZE_CONNECTIONS", int),
     )
 
 

@@ -38,8 +38,9 @@ class FakeConnection:
         else:
             self.records.append(record.msgpack if self.protocol == "messagepack" else record.json)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> float | None:
         self.ticks += 1
+        return None  # looked at again on the next heartbeat
 
     def abort(self, error: str | None = None, allow_reconnect: bool | None = None) -> None:
         self.aborted.append((error, allow_reconnect))

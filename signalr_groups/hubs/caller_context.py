@@ -58,6 +58,10 @@ class HubCallerContext:
         """
         return self._connection.group_names() if self._connection is not None else frozenset()
 
+    def _unlink(self) -> None:
+        """The connection is over (called by the server): ``group_names`` is empty, ``abort()`` does nothing."""
+        self._connection = None
+
     def abort(self) -> None:
         """Close this connection for good (Close message without ``allowReconnect``)."""
         if self._connection is not None:

@@ -35,6 +35,7 @@ from signalr_groups.exceptions import (
     HubError,
     LimitExceededError,
 )
+from signalr_groups.lifetime import gc_policy
 from signalr_groups.lifetime.extensions import LayerHandler, ManagerExtension, registered_extensions
 from signalr_groups.lifetime.fairness import YieldBudget
 from signalr_groups.lifetime.fanout import FanOut
@@ -136,6 +137,7 @@ class HubLifetimeManager:
     async def _stop(self) -> None:
         self._running = False
         self.fanout.stop()
+        self.schedule.clear()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -177,6 +179,7 @@ class HubLifetimeManager:
                 )
             self.registry.add(connection)
             self.schedule.add(connection, time.monotonic())
+            gc_policy.connection_opened()
         account = connection.credentials.account_id
         try:
             if user is not None:
@@ -206,6 +209,7 @@ class HubLifetimeManager:
         removed = self.registry.remove(connection)
         if removed is None:
             return
+        self.schedule.remove(connection.connection_id)
         groups, emptied = removed
         for group in groups:
             for extension in self.extensions:
@@ -423,6 +427,7 @@ class HubLifetimeManager:
             await asyncio.sleep(settings.heartbeat_interval)
             now = time.monotonic()
             await self.schedule.run_due(now)
+            gc_policy.maybe_freeze(settings.gc_freeze_connections)
             for extension in self.extensions:
                 try:
                     extension.on_sweep()

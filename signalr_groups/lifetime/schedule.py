@@ -34,20 +34,41 @@ class KeepAliveSchedule:
     def __init__(self, registry: ConnectionRegistry, heartbeat: Callable[[], float]) -> None:
         self._registry = registry
         self._heartbeat = heartbeat
-        self._buckets: dict[int, list[LocalConnection]] = {}
+        self._buckets: dict[int, dict[str, LocalConnection]] = {}
+        self._key_of: dict[str, int] = {}
 
     def __len__(self) -> int:
-        """Connections filed (closed ones are dropped when their bucket comes up)."""
-        return sum(len(bucket) for bucket in self._buckets.values())
+        """Connections filed."""
+        return len(self._key_of)
 
     def add(self, connection: LocalConnection, due: float) -> None:
         """File ``connection`` to be looked at from monotonic time ``due`` on (a new one: at the next heartbeat)."""
         key = math.floor(due / self._heartbeat())  # (early is harmless: the tick files it again)
+        connection_id = connection.connection_id
+        old = self._key_of.get(connection_id)
+        if old is not None and old != key:
+            self._buckets.get(old, {}).pop(connection_id, None)
+        self._key_of[connection_id] = key
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._buckets[key] = [connection]
+            self._buckets[key] = {connection_id: connection}
         else:
-            bucket.append(connection)
+            bucket[connection_id] = connection
+
+    def remove(self, connection_id: str) -> None:
+        """Forget a connection that left (nothing keeps it alive here)."""
+        key = self._key_of.pop(connection_id, None)
+        if key is not None:
+            bucket = self._buckets.get(key)
+            if bucket is not None:
+                bucket.pop(connection_id, None)
+                if not bucket:
+                    del self._buckets[key]
+
+    def clear(self) -> None:
+        """Forget every connection (the manager stops)."""
+        self._buckets.clear()
+        self._key_of.clear()
 
     async def run_due(self, now: float) -> int:
         """Tick every registered connection that is due at ``now``, yielding between slices; return how many."""
@@ -58,9 +79,10 @@ class KeepAliveSchedule:
         deadline = time.monotonic() + SLICE_SECONDS
         visited = 0
         for key in due_keys:
-            for connection in self._buckets.pop(key, ()):
+            for connection in list(self._buckets.pop(key, {}).values()):
                 if connections.get(connection.connection_id) is not connection:
-                    continue  # gone: it leaves the schedule with its bucket
+                    self._key_of.pop(connection.connection_id, None)
+                    continue  # gone
                 visited += 1
                 try:
                     due = connection.tick(now)

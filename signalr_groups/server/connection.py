@@ -444,3 +444,8 @@ class HubConnection:
             if self._counted:
                 self._counted = False
                 metrics.connection_closed(self.manager.hub_key, self.transport, self.protocol.name, self.close_reason)
+            # Break the connection's reference cycles (its parts point back at it): freed at once by
+            # reference counting, never left to the collector (nor kept by a gc.freeze(), see .gc_policy).
+            self.outbox.unlink()
+            self.dispatcher.unlink()
+            self.context._unlink()

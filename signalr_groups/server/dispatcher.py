@@ -76,6 +76,31 @@ class DispatchingConnection(Protocol):
         """Wait until the connection's outbox has room (a server stream's producer waits here)."""
 
 
+class _Gone:
+    """The connection of a dispatcher whose connection is over: writes are dropped, nothing is accepted."""
+
+    accepting = False
+
+    def write(self, frame: Frame) -> None:
+        """Dropped."""
+
+    def should_yield(self) -> bool:
+        """Always: nothing is left to do."""
+        return True
+
+    def on_client_ping(self) -> None:
+        """Ignored."""
+
+    def on_client_close(self) -> None:
+        """Ignored."""
+
+    async def room(self) -> None:
+        """Never waits."""
+
+
+_GONE: Final = _Gone()
+
+
 class HubDispatcher:
     """Runs a connection's invocations and lifecycle events on its hub."""
 
@@ -111,6 +136,10 @@ class HubDispatcher:
         self._rate = TokenBucket(rate) if rate is not None else None
         self._refused = 0
         self._refusals_logged = -60.0
+
+    def unlink(self) -> None:
+        """The connection is over: drop the reference back to it (late results are dropped, as they were)."""
+        self._connection = _GONE
 
     @property
     def streams(self) -> StreamingCalls:

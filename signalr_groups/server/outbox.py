@@ -39,6 +39,10 @@ class _Untracked:
 _NO_CONTROL: Final[deque[str | bytes]] = deque(maxlen=0)
 
 
+def _nothing() -> None:
+    """A callback that no longer has anyone to call (the connection is over)."""
+
+
 def _no_sequence(sequence_id: int) -> str:
     raise RuntimeError("not a stateful-reconnect connection")
 
@@ -153,6 +157,15 @@ class Outbox:
             self.session.ack_lost()
         self._resend_due = True
         self.wake()
+
+    def unlink(self) -> None:
+        """The connection is over: drop every reference back to it and to its socket (see ``HubConnection``)."""
+        self.direct = None
+        self._send = self._writing = None
+        self._writable = self._before_close = None
+        self._on_pressure = self._on_overflow = self._on_broken = _nothing
+        self._queue.clear()
+        self._waiter = None
 
     def put_control(self, record: str | bytes) -> None:
         """Queue an Ack: written before queued records, even while the replay buffer is full."""

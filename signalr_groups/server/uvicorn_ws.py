@@ -272,6 +272,14 @@ class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.client is not None:
             self.client = (sys.intern(self.client[0]), self.client[1])
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, then close the ``websockets`` parser: its generator and the protocol object refer to each other,
+        a cycle that only a full collection frees (and none, once frozen by ``GC_FREEZE_CONNECTIONS``)."""
+        super().connection_lost(exc)
+        parser = getattr(self.conn, "parser", None)
+        if parser is not None and hasattr(parser, "close"):
+            parser.close()  # GeneratorExit at its wait for data: the TCP connection is gone, nothing is parsed
+
     def handle_connect(self, event: Request) -> None:
         """uvicorn's, then forget the request (the ``websockets`` parser keeps ``event`` while the connection lasts),
         and share the scope's header pairs that other connections have too."""

@@ -140,3 +140,31 @@ async def test_hub_context_abort_closes_a_local_connection_for_good():
     assert await client.communicator.receive_output(2) == {"type": "websocket.close", "code": 1000}
     await client.communicator.wait(2)
     assert await context.abort(connection_id) is False
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting_alone():
+    """Its parts point back at it; closing breaks those cycles, so no collector (nor a gc.freeze()) is needed."""
+    import gc
+
+    from signalr_groups.server.connection import HubConnection
+
+    def live() -> int:
+        return sum(1 for obj in gc.get_objects() if type(obj) is HubConnection)
+
+    gc.collect()
+    before = live()
+    gc.disable()
+    try:
+        for _ in range(3):
+            client = HubClient(LifecycleHub, "/lifecycle")
+            await client.connect()
+            assert await client.invoke("Echo", 1) == 1
+            assert live() == before + 1
+            await client.send_record({"type": 7})  # the client's Close message
+            await client.communicator.receive_output(2)
+            await client.communicator.wait(2)
+        manager = get_manager(LifecycleHub.hub_key())
+        assert manager is None or not manager.connections
+        assert live() == before  # freed at once, with the collector off
+    finally:
+        gc.enable()

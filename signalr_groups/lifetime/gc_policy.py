@@ -1,0 +1,44 @@
+"""Keep the cyclic garbage collector's full passes short: freeze what survives a wave of new connections.
+
+CPython 3.11's collector is not incremental. A full (generation 2) pass visits every tracked object and holds
+the event loop meanwhile: at 10,000 open connections (about a million objects) that is 0.5-1 s, every
+connection and every hub frozen in place. It runs whenever the objects promoted since the last full pass
+pass a quarter of the old generation, so a wave of connections, or steady traffic after one, sets it off.
+
+With ``GC_FREEZE_CONNECTIONS`` (a number of connections), the heartbeat calls :func:`maybe_freeze`: once
+that many connections have opened since the last freeze, it collects the young generations (a short pass)
+and moves every surviving object to the permanent generation (``gc.freeze()``, constant time). Full passes
+then visit only what came after, and stay short whatever the number of open connections.
+
+The price: an object alive at a freeze that later becomes part of an unreachable reference cycle is never
+collected. Reference counting still frees everything else. A closed connection breaks its own cycles (see
+``HubConnection``) so that its objects go at once; what the server and the libraries under it keep in
+cycles is measured by bench/ (scenario ``steady``: objects left per closed connection, frozen ones
+included). Code of your own that makes cycles in long-lived objects would leak them the same way.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+logger = logging.getLogger(__name__)
+
+_state = {"opened": 0, "freezes": 0}
+
+
+def connection_opened() -> None:
+    """Count a connection registered in this process (since the last freeze)."""
+    _state["opened"] += 1
+
+
+def maybe_freeze(threshold: int | None) -> bool:
+    """Freeze the surviving objects if ``threshold`` connections opened since the last freeze; True if it did."""
+    if threshold is None or _state["opened"] < threshold:
+        return False
+    _state["opened"] = 0
+    gc.collect(1)  # the young generations only: their garbage is not frozen with the rest
+    gc.freeze()
+    _state["freezes"] += 1
+    logger.debug("signalr_groups: gc.freeze() #%d, %d objects frozen", _state["freezes"], gc.get_freeze_count())
+    return True

@@ -6,7 +6,8 @@ connection and every hub frozen in place. It runs whenever the objects promoted 
 pass a quarter of the old generation, so a wave of connections, or steady traffic after one, sets it off.
 
 With ``GC_FREEZE_CONNECTIONS`` (a number of connections), the heartbeat calls :func:`maybe_freeze`: once
-that many connections have opened since the last freeze, it collects the young generations (a short pass)
+that many connections have opened since the last freeze (or a tenth of that many, when the wave is over:
+none opened since the previous heartbeat), it collects the youngest generation (a short pass)
 and moves every surviving object to the permanent generation (``gc.freeze()``, constant time). Full passes
 then visit only what came after, and stay short whatever the number of open connections.
 
@@ -24,7 +25,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-_state = {"opened": 0, "freezes": 0}
+_state = {"opened": 0, "freezes": 0, "seen": 0}
 
 
 def connection_opened() -> None:
@@ -33,11 +34,14 @@ def connection_opened() -> None:
 
 
 def maybe_freeze(threshold: int | None) -> bool:
-    """Freeze the surviving objects if ``threshold`` connections opened since the last freeze; True if it did."""
-    if threshold is None or _state["opened"] < threshold:
+    """Freeze the surviving objects if ``threshold`` connections opened since the last freeze, or a tenth of
+    that many and none since the previous heartbeat (the end of a wave); True if it did."""
+    opened, seen = _state["opened"], _state["seen"]
+    _state["seen"] = opened
+    if threshold is None or opened < threshold and not (opened >= max(1, threshold // 10) and opened == seen):
         return False
-    _state["opened"] = 0
-    gc.collect(1)  # the young generations only: their garbage is not frozen with the rest
+    _state["opened"] = _state["seen"] = 0
+    gc.collect(0)  # the youngest generation's garbage is not frozen with the rest (a pass over gen 1 may be long)
     gc.freeze()
     _state["freezes"] += 1
     logger.debug("signalr_groups: gc.freeze() #%d, %d objects frozen", _state["freezes"], gc.get_freeze_count())

@@ -377,7 +377,9 @@ class HubConnection:
                         reason="on_connected_failed",
                     )
             self.flow.resume_reading("starting")
-            await read_messages(self, receive, handshake.reader, handshake.records, handshake.error)
+            reader, records, error = handshake.reader, handshake.records, handshake.error
+            del handshake  # (not kept for the connection's life)
+            await read_messages(self, receive, reader, records, error)
         except BaseException:
             self._socket_lost = False  # cancelled by the server (shutting down): end, do not wait for the client
             raise

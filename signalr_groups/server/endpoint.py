@@ -111,6 +111,7 @@ class HubConsumer:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        del message  # (this frame lasts as long as the connection: it keeps only what it needs)
         settings = get_hub_settings()
         shutdown.install()
         try:
@@ -154,6 +155,7 @@ class HubConsumer:
             manager=manager,
             stateful_token=stateful_token,
         )
+        del target
         await connection.run(receive)
 
     async def authenticate(self, scope: dict[str, Any]) -> Credentials:

@@ -35,6 +35,7 @@ async def read_messages(
     """
     if connection.state.accepting:
         await process(connection, pending, error)
+    del pending  # (nothing of a past frame is kept while the loop waits: fewer live objects per idle connection)
     while connection.state.accepting and not connection._socket_lost:
         task = asyncio.current_task()
         connection._receiving = task
@@ -66,7 +67,9 @@ async def read_messages(
         if data is None:
             data = message.get("bytes") or b""
         records, error = reader.feed(data)
+        del message, data
         await process(connection, records, error)
+        del records
         full = connection.dispatcher.full_upload()
         while full is not None and connection.state.accepting:
             # Backpressure: an upload stream's buffer is full; stop reading until the hub method reads on

@@ -31,27 +31,43 @@ def test_off_by_default_never_freezes():
 def test_freezes_once_the_threshold_of_new_connections_is_reached_then_counts_again():
     for _ in range(2):
         gc_policy.connection_opened()
-    assert not gc_policy.maybe_freeze(3)
+    assert not gc_policy.maybe_freeze(30)
     assert gc.get_freeze_count() == 0
-    gc_policy.connection_opened()
-    assert gc_policy.maybe_freeze(3)
+    for _ in range(28):
+        gc_policy.connection_opened()
+    assert gc_policy.maybe_freeze(30)
     frozen = gc.get_freeze_count()
     assert frozen > 1000  # everything alive (the test process's modules, at least) is frozen
-    assert not gc_policy.maybe_freeze(3)  # counting starts again from zero
+    assert not gc_policy.maybe_freeze(30)  # counting starts again from zero
     assert gc_policy._state["freezes"] == 1
 
 
-def test_young_cyclic_garbage_is_collected_rather_than_frozen():
+def test_the_end_of_a_wave_freezes_a_tenth_of_the_threshold():
+    for _ in range(150):
+        gc_policy.connection_opened()
+    assert not gc_policy.maybe_freeze(1000)  # still coming in
+    assert gc_policy.maybe_freeze(1000)  # none since the previous heartbeat: the wave is over
+    for _ in range(50):
+        gc_policy.connection_opened()
+    assert not gc_policy.maybe_freeze(1000)
+    assert not gc_policy.maybe_freeze(1000)  # over too, but under a tenth: left to the collector
+
+
+def test_the_youngest_generations_cyclic_garbage_is_collected_rather_than_frozen():
     class Node:
         pass
 
     gc.collect()
+    gc.disable()  # (so that the cycle is still in generation 0 when the freeze comes)
     a, b = Node(), Node()
     a.other, b.other = b, a  # type: ignore[attr-defined]
     del a, b  # a cycle: garbage only the collector frees
     for _ in range(1):
         gc_policy.connection_opened()
-    assert gc_policy.maybe_freeze(1)
+    try:
+        assert gc_policy.maybe_freeze(1)
+    finally:
+        gc.enable()
     gc.unfreeze()
     assert not [obj for obj in gc.get_objects() if type(obj).__name__ == "Node"]
 

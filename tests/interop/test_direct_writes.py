@@ -25,7 +25,6 @@ import os
 import random
 import socket
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from signalr_groups.protocol import json as json_protocol
 from signalr_groups.protocol import messagepack as messagepack_protocol
+from tests.interop.test_hostile_clients import _closed_by_server
 from tests.live import NodeDriver, ServerProcess, received
 
 pytestmark = pytest.mark.timeout(180)
@@ -593,21 +593,6 @@ def _stalled_member(port: int, group: str) -> socket.socket:
     while b'"invocationId":"1"' not in data:
         data += sock.recv(4096)
     return sock
-
-
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Read (and drop) what is buffered until the server's close shows (EOF or reset), within ``within`` s."""
-    deadline = time.monotonic() + within
-    sock.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            if not sock.recv(1 << 20):
-                return True
-        except TimeoutError:
-            continue
-        except OSError:
-            return True
-    return False
 
 
 async def test_a_member_that_stops_reading_is_closed_and_the_others_get_every_message(plain_server):

@@ -279,7 +279,8 @@ def _close_code(sock: socket.socket, received: bytes, within: float = 10) -> int
     return None
 
 
-@pytest.mark.parametrize(
+#: Frame-level violations and the close code each must get (None: a frame over 1 MiB, built by the test).
+FRAME_VIOLATIONS = pytest.mark.parametrize(
     ("frame", "code"),
     [
         (bytes([0x81, 0x84]) + b"\0\0\0\0" + b"\xff\xfe\xfd\xfc", 1007),  # a text frame that is not UTF-8
@@ -288,6 +289,9 @@ def _close_code(sock: socket.socket, received: bytes, within: float = 10) -> int
     ],
     ids=["invalid-utf8", "reserved-bit", "too-big"],
 )
+
+
+@FRAME_VIOLATIONS
 def test_frame_level_violations_are_answered_with_their_close_code(server, frame, code):
     sock, received = _raw_client(server.port)
     try:

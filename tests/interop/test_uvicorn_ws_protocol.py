@@ -264,15 +264,7 @@ def test_unfinished_fragmented_messages_are_refused(deployed):
     hostile.test_unfinished_fragmented_messages_are_refused_past_a_mebibyte(deployed)
 
 
-@pytest.mark.parametrize(
-    ("frame", "code"),
-    [
-        (bytes([0x81, 0x84]) + b"\0\0\0\0" + b"\xff\xfe\xfd\xfc", 1007),  # a text frame that is not UTF-8
-        (bytes([0xC1, 0x82]) + b"\0\0\0\0" + b"hi", 1002),  # RSV1 set, no extension negotiated
-        (None, 1009),  # a frame over 1 MiB
-    ],
-    ids=["invalid-utf8", "reserved-bit", "too-big"],
-)
+@hostile.FRAME_VIOLATIONS
 def test_frame_level_violations(deployed, frame, code):
     hostile.test_frame_level_violations_are_answered_with_their_close_code(deployed, frame, code)
 

@@ -44,5 +44,6 @@ def maybe_freeze(threshold: int | None) -> bool:
     gc.collect(0)  # the youngest generation's garbage is not frozen with the rest (a pass over gen 1 may be long)
     gc.freeze()
     _state["freezes"] += 1
-    logger.debug("signalr_groups: gc.freeze() #%d, %d objects frozen", _state["freezes"], gc.get_freeze_count())
+    # (not gc.get_freeze_count(): it walks every frozen object, a long pause at 10,000 connections)
+    logger.debug("signalr_groups: gc.freeze() #%d", _state["freezes"])
     return True

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the benchmark suite: installs the bench-only packages (bench/requirements.txt) into .venv and the Node
 # baselines' (bench/package.json) into bench/node_modules, then
-# `python -m bench "$@"`. `bash bench/run.sh` is the full suite (< 10 min on 2 cores); `--quick` the CI smoke run.
+# `python -m bench "$@"`. `bash bench/run.sh` is the full suite (about 20 min on 2 cores); `--quick` the CI smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -2,7 +2,7 @@
 
     uvicorn hubproject.asgi:application --ws signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol ...
 
-It subclasses uvicorn's :class:`WebSocketsSansIOProtocol` and changes only what an idle connection keeps, never
+It subclasses uvicorn's ``WebSocketsSansIOProtocol`` and changes only what an idle connection keeps, never
 what goes over the wire or what the app sees:
 
 * ``__slots__`` for all of uvicorn's attributes (37 of them overflow CPython's shared-key instance dict: ~1.4 KB);

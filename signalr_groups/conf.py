@@ -89,15 +89,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     "CLIENT_RESULT_TIMEOUT": 30.0,
     #: Prometheus metrics (``signalr_groups.metrics``): collected when True.
     "METRICS": True,
-    #: Client addresses the metrics view answers without a staff login (the scraper's, behind a proxy
-    #: the proxy's unless the server trusts its forwarded headers).
+    #: Client addresses the metrics view answers without a staff login (behind a proxy: the proxy's).
     "METRICS_ALLOWED_ADDRESSES": ("127.0.0.1", "::1"),
     #: Seconds a SIGTERM waits for the connections to close (Close with allowReconnect) before the
     #: server's own shutdown; keep it below the server's (daphne --application-close-timeout, 10 s).
     "SHUTDOWN_DRAIN_TIMEOUT": 5.0,
-    #: After this many new connections in a process, the heartbeat freezes the surviving objects
-    #: (``gc.freeze()``), so that the collector's full passes stay short; None: never (see
-    #: ``signalr_groups.lifetime.gc_policy``).
+    #: New connections after which the heartbeat freezes what survives (``lifetime/gc_policy.py``); None: never.
     "GC_FREEZE_CONNECTIONS": None,
 }
 #: Every transport, in the order negotiate lists them.

@@ -399,12 +399,8 @@ class HubConnection:
         """End a connection held for its client (see :class:`~.stateful.HeldConnections`)."""
         if self.detached and self.state.accepting:
             logger.info("signalr_groups: connection %s ended: %s", self.connection_id, reason)
-            self._begin_close(
-                None,
-                None,
-                ConnectionClosedError(f"The client did not reconnect: {reason}."),
-                reason="reconnect_expired",
-            )
+            error = ConnectionClosedError(f"The client did not reconnect: {reason}.")
+            self._begin_close(None, None, error, reason="reconnect_expired")
 
     # ------------------------------------------------------------------ cleanup
 

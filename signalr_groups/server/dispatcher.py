@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from channels.db import database_sync_to_async
 
@@ -22,7 +22,7 @@ from signalr_groups.exceptions import HubError, PayloadError, ProtocolError
 from signalr_groups.hubs.caller_context import HubCallerContext
 from signalr_groups.hubs.hub import Hub
 from signalr_groups.hubs.methods import HubMethod
-from signalr_groups.protocol.hub_protocols import JSON, Frame, HubProtocol
+from signalr_groups.protocol.hub_protocols import JSON, HubProtocol
 from signalr_groups.protocol.messages import (
     AckMessage,
     CancelInvocationMessage,
@@ -37,6 +37,7 @@ from signalr_groups.protocol.messages import (
 )
 from signalr_groups.rate_limits import TokenBucket
 from signalr_groups.server.client_results import ClientResults
+from signalr_groups.server.dispatching import GONE, DispatchingConnection
 from signalr_groups.server.hub_calls import HubCalls
 from signalr_groups.server.stateful import StatefulSession
 from signalr_groups.server.streams import StreamingCalls, UploadStream, pump_stream
@@ -51,54 +52,6 @@ MAX_CLIENT_STREAMS: Final = 100
 STREAM_ERROR: Final = "An error occurred on the server while streaming results."
 
 Invocation = InvocationMessage | StreamInvocationMessage
-
-
-class DispatchingConnection(Protocol):
-    """What the dispatcher needs of its connection (one reference, rather than a callable per need)."""
-
-    def write(self, frame: Frame) -> None:
-        """Queue a record for this connection alone."""
-
-    @property
-    def accepting(self) -> bool:
-        """Whether the connection still takes invocations (not closing)."""
-
-    def should_yield(self) -> bool:
-        """Whether a busy invocation loop should give the event loop back now."""
-
-    def on_client_ping(self) -> None:
-        """The client sent a Ping."""
-
-    def on_client_close(self) -> None:
-        """The client sent a Close message."""
-
-    async def room(self) -> None:
-        """Wait until the connection's outbox has room (a server stream's producer waits here)."""
-
-
-class _Gone:
-    """The connection of a dispatcher whose connection is over: writes are dropped, nothing is accepted."""
-
-    accepting = False
-
-    def write(self, frame: Frame) -> None:
-        """Dropped."""
-
-    def should_yield(self) -> bool:
-        """Always: nothing is left to do."""
-        return True
-
-    def on_client_ping(self) -> None:
-        """Ignored."""
-
-    def on_client_close(self) -> None:
-        """Ignored."""
-
-    async def room(self) -> None:
-        """Never waits."""
-
-
-_GONE: Final = _Gone()
 
 
 class HubDispatcher:
@@ -139,7 +92,7 @@ class HubDispatcher:
 
     def unlink(self) -> None:
         """The connection is over: drop the reference back to it (late results are dropped, as they were)."""
-        self._connection = _GONE
+        self._connection = GONE
 
     @property
     def streams(self) -> StreamingCalls:

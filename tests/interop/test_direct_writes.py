@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import random
-import socket
 import struct
 import uuid
 import zlib
@@ -38,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from signalr_groups.protocol import json as json_protocol
 from signalr_groups.protocol import messagepack as messagepack_protocol
-from tests.interop.test_hostile_clients import _closed_by_server
+from tests.interop.test_hostile_clients import _closed_by_server, _stalled_member
 from tests.live import NodeDriver, ServerProcess, received
 
 pytestmark = pytest.mark.timeout(180)
@@ -562,37 +561,6 @@ async def test_a_sliced_send_to_300_members_reaches_the_caller_before_its_comple
 
 
 # ---------------------------------------------------------------------- (d) a member that stops reading
-
-
-def _stalled_member(port: int, group: str) -> socket.socket:
-    """A raw client with a 4 KiB receive buffer that joins ``group``, then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the advertised window
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /interop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    assert data.startswith(b"HTTP/1.1 101")
-
-    def masked(text: str) -> bytes:
-        payload = text.encode()
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        return bytes((0x81, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-    sock.sendall(masked(handshake("json")))
-    sock.sendall(masked(str(invocation("json", "JoinGroup", [group], "1"))))
-    while b'"invocationId":"1"' not in data:
-        data += sock.recv(4096)
-    return sock
 
 
 async def test_a_member_that_stops_reading_is_closed_and_the_others_get_every_message(plain_server):

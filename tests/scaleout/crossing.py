@@ -85,6 +85,13 @@ class Crossing:
         await call(self.sender, invocation_id, "SendToGroup", self.group, text)
         return await completion(self.sender, invocation_id, timeout)
 
+    async def wait_for(self, text: str, limit: float) -> None:
+        """Wait until ``text`` reached the member (fails after ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        while text not in self.received:
+            assert time.monotonic() < deadline, f"{text!r} did not arrive in {limit} s: {self.received}"
+            await asyncio.sleep(0.02)
+
     async def probe_until_received(self, limit: float) -> float:
         """Send probes until one reaches the member; how long that took (fails after ``limit`` seconds)."""
         started = time.monotonic()

@@ -302,10 +302,7 @@ async def test_row42_a_partition_from_redis_gives_errors_not_hangs_and_heals(red
         a, b = servers
         async with Crossing(f"{b.ws_url}/interop", f"{a.ws_url}/interop", "partitioned") as crossing:
             assert "error" not in await crossing.send("0", "before")
-            for _ in range(100):  # delivered before the partition starts (a loaded machine may take a while)
-                if "before" in crossing.received:
-                    break
-                await asyncio.sleep(0.05)
+            await crossing.wait_for("before", 15)  # delivered before the partition starts
             proxy.partition()
             started = time.monotonic()
             during = await crossing.send("1", "during", timeout=30)

@@ -113,6 +113,9 @@ async def test_row43_the_layer_follows_a_sentinel_failover(sentinel_setup, tmp_p
         a, b = servers
         async with Crossing(f"{b.ws_url}/interop", f"{a.ws_url}/interop", "failover") as crossing:
             assert "error" not in await crossing.send("0", "before")
+            # A record still in flight when Redis dies may be lost (replication is asynchronous):
+            # the failure starts once "before" has arrived.
+            await crossing.wait_for("before", 15)
             sentinel_setup.kill_master()
             killed = time.monotonic()
             await asyncio.to_thread(

@@ -178,9 +178,13 @@ def _requests_of(nginx: Nginx, client: str) -> list[dict[str, str]]:
 
 
 def _pubsub_channels(redis_url: str) -> int:
+    return len(_pubsub_channel_names(redis_url))
+
+
+def _pubsub_channel_names(redis_url: str) -> list[str]:
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        return len(client.pubsub_channels())
+        return sorted(name.decode(errors="replace") for name in client.pubsub_channels())
     finally:
         client.close()
 
@@ -390,7 +394,7 @@ def test_no_pubsub_subscription_outlives_the_connections(nginx: Nginx, redis_url
     while count > 2 and time.monotonic() < deadline:
         time.sleep(0.25)
         count = _pubsub_channels(redis_url)
-    assert count <= 2, f"{count} pub/sub channels still subscribed"
+    assert count <= 2, f"{count} pub/sub channels still subscribed: {_pubsub_channel_names(redis_url)}"
 
 
 async def test_relayed_post_and_poll_latency(fresh_pair, record_property):

@@ -48,6 +48,11 @@ class Sizes:
     scaleout_rates: tuple[int, ...] = (5, 10, 20)
     revocation_rounds: int = 50
     settle_sample_seconds: float = 0.3
+    # The one-record-per-frame steps (S3 at 1,000 and 4,000 members): each lasts a whole keep-alive cycle (15 s:
+    # every server's pings to and from its idle connections come in bursts, wherever the connects and joins put
+    # them), after as long a window without sends that measures the server's background CPU (see Bench.step).
+    per_frame_seconds: float = 15.0
+    background_seconds: float = 15.0
     transport_group_size: int = 1000
     transport_join_rate: int = 1000
     steady_conns: int = 10000
@@ -86,6 +91,8 @@ def quick_sizes() -> Sizes:
         churn_rates=(100,),
         idle_plateaus=(50,),
         idle_window_seconds=0.5,
+        per_frame_seconds=0.3,
+        background_seconds=0.3,
         idle_pause_seconds=0.2,
         scaleout_conns=20,
         scaleout_rates=(10,),
@@ -165,9 +172,20 @@ class Bench:
         track_pairs: bool = False,
         drain: float | None = None,
         label: dict[str, Any] | None = None,
+        background: float = 0.0,
     ) -> dict[str, Any]:
-        """One open-loop step: ``fire(seq, scheduled_ns, i)`` ``rate`` times a second; ``recipients(i)`` each."""
+        """One open-loop step: ``fire(seq, scheduled_ns, i)`` ``rate`` times a second; ``recipients(i)`` each.
+
+        ``background`` (seconds): first measure the servers' CPU with no sends for that long (keep-alive, timers,
+        the loop-lag probe: what the open connections cost anyway), and report the step's CPU per delivery net of
+        it too, ``server_cpu_us_per_delivery_net``: the cost of the deliveries themselves.
+        """
         sizes = self.sizes
+        background_cores = None
+        if background > 0:
+            cpu_idle, idle_started = self.server_cpu(), time.monotonic()
+            await asyncio.sleep(background)
+            background_cores = (self.server_cpu() - cpu_idle) / (time.monotonic() - idle_started)
         count = max(1, round(rate * (seconds or sizes.step_seconds)))
         warm = min(count - 1, int(rate * sizes.warmup_seconds))
         first = self.next_seq
@@ -221,6 +239,10 @@ class Bench:
             "client_bound": client / max(1e-6, finished - started) > CLIENT_BOUND,
             "stray": sink.stray,
         }
+        if background_cores is not None:
+            net = cpu - background_cores * (finished - started)
+            result["server_background_cores"] = round(background_cores, 4)
+            result["server_cpu_us_per_delivery_net"] = round(net / sink.count * 1e6, 2) if sink.count else None
         if track_pairs and sink.pairs is not None:
             result["_pairs"] = sink.pairs
         self._lag_windows.append((result, started, finished))

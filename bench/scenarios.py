@@ -72,9 +72,15 @@ async def groups(bench: Bench) -> dict[str, Any]:
         async def fire(seq: int, scheduled: int, i: int, names: list[str] = names) -> None:
             await conns[i % 4].call("SendToGroup", names[i % len(names)], payload(seq, scheduled))
 
-        seconds = max(sizes.step_seconds, 3 / rate)  # at least 3 sends to the biggest group
+        per_frame = size >= 1000  # sends 250 ms or more apart: every record in its own frame (issue 15's targets)
+        seconds = max(sizes.per_frame_seconds if per_frame else sizes.step_seconds, 3 / rate)  # >= 3 sends
         step = await bench.step(
-            rate, fire, constant(size), seconds=seconds, label={"group_size": size, "groups": count}
+            rate,
+            fire,
+            constant(size),
+            seconds=seconds,
+            label={"group_size": size, "groups": count},
+            background=sizes.background_seconds if per_frame else 0.0,
         )
         out["steps"].append(step)
         await bench.settle()

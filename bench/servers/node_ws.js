@@ -6,9 +6,9 @@
 // Same methods as bench/hubs.py and raw_ws.py (Echo, Broadcast, SendToGroup, SendToUser, JoinGroup, LeaveGroup),
 // the user from the `user` query parameter, the handshake answered with `{}` + 0x1E without parsing it. Fan-out
 // is one serialization (and one UTF-8 encoding) per send, then the same buffer written to every socket, as
-// websockets.broadcast() does. No permessage-deflate. Keep-alive as raw_ws.py, i.e. websockets' defaults: a
-// protocol-level ping to each connection every 20 s (per-connection timer), the connection terminated when the
-// pong has not come by the next ping; SignalR ping records from the client are parsed and ignored.
+// websockets.broadcast() does. No permessage-deflate. Keep-alive as raw_ws.py: a protocol-level ping to each
+// connection every 15 s (SignalR's cadence; per-connection timer), the connection terminated when the pong has
+// not come by the next ping; SignalR ping records from the client are parsed and ignored.
 // Prints `listening on 127.0.0.1:PORT` once bound. The packages come from bench/package.json (bash bench/run.sh
 // installs them into bench/node_modules).
 "use strict";
@@ -16,7 +16,7 @@
 const { WebSocketServer, WebSocket } = require("ws");
 
 const RS = "\x1e";
-const PING_INTERVAL_MS = 20000; // websockets' default ping_interval (and ping_timeout), as raw_ws.py runs it
+const PING_INTERVAL_MS = 15000; // SignalR's keep-alive cadence, as raw_ws.py runs websockets' pings
 const ALL = new Set();
 const GROUPS = new Map();
 const USERS = new Map();

@@ -5,8 +5,10 @@
 Same methods as bench/hubs.py; fan-out is one serialization and ``websockets.broadcast()`` (a frame
 written per client without yielding). Prints ``listening on 127.0.0.1:PORT`` once bound.
 
-Keep-alive: by default websockets' own, a protocol-level ping to each connection every 20 s (a task per
-connection), and the client's SignalR ping records are parsed and ignored. ``--keepalive`` (``raw_ws-keepalive``,
+Keep-alive: by default websockets' own, a protocol-level ping to each connection every 15 s (a task per
+connection; websockets' default is 20 s, here SignalR's cadence so that every server of a step pings as often
+and a 15 s measurement window holds one whole cycle of each), and the client's SignalR ping records are parsed
+and ignored. ``--keepalive`` (``raw_ws-keepalive``,
 the idle scenario's baseline) does SignalR's keep-alive instead, as the hub under uvicorn ``--ws-ping-interval 0``:
 websockets' pings off, and a task per connection (what a bare server would write) that sends a SignalR ping record
 every 15 s and closes the connection when the client sent nothing for 30 s. The client's ping records only reset
@@ -121,7 +123,7 @@ async def _dispatch(ws: ServerConnection, message: dict[str, Any], joined: set[s
 
 
 async def _main(port: int) -> None:
-    ping_interval = None if KEEPALIVE else 20  # 20 s: websockets' default
+    ping_interval = None if KEEPALIVE else KEEP_ALIVE_SECONDS  # SignalR's cadence (websockets' default: 20 s)
     async with serve(
         _handle, "127.0.0.1", port, compression=None, max_queue=None, ping_interval=ping_interval
     ) as server:

@@ -172,13 +172,18 @@ class LagProbe:
         started = time.perf_counter()
         collected = gc.collect()
         collect_ms = (time.perf_counter() - started) * 1000
+        frozen = gc.get_freeze_count()
+        if frozen:
+            gc.unfreeze()  # by type, the frozen objects too (a frozen cycle that is garbage is a leak); frozen again below
         objects = gc.get_objects()
         by_type: dict[str, int] = {}
         for obj in objects:
             name = f"{type(obj).__module__}.{type(obj).__qualname__}"
             by_type[name] = by_type.get(name, 0) + 1
-        tracked = len(objects)
+        tracked = len(objects) - frozen
         del objects
+        if frozen:
+            gc.freeze()
         rss = 0
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -191,7 +196,7 @@ class LagProbe:
             "collect_ms": round(collect_ms, 1),
             "gc_count": gc.get_count(),
             "gc_stats": gc.get_stats(),
-            "gc_frozen": gc.get_freeze_count(),
+            "gc_frozen": frozen,
             "gc_garbage": len(gc.garbage),
             "rss_kib": rss,
             "by_type": by_type,

@@ -43,6 +43,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError(f"signalr_groups.server.uvicorn_ws needs {_RANGE}: {exc}") from exc
 
+_HttpToolsProtocol: type[Any] | None
+try:  # uvicorn's default HTTP protocol when httptools is installed (uvicorn[standard]); h11's keeps no cycle
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+except ImportError:  # pragma: no cover - depends on what is installed
+    _HttpToolsProtocol = None
+
 #: What this module overrides or replaces, by uvicorn method: the names each must still use.
 _EXPECTED: Final = {
     "__init__": ("queue", "writable", "conn", "frames"),
@@ -246,6 +252,16 @@ def _drop_handshake_parser(conn: ServerProtocol) -> None:
     old.close()  # GeneratorExit through both frames, at their wait: no state changes
 
 
+def _release_upgrade_protocol(http: Any) -> None:
+    """Break the cycle of the HTTP protocol object that served a WebSocket upgrade (its ``httptools`` parser holds its
+    bound callbacks), as its own ``connection_lost`` does for a plain HTTP connection: the upgraded connection's
+    transport now calls the WebSocket protocol, so the HTTP one is done. Freed by reference counting then, rather
+    than by a collection: with ``GC_FREEZE_CONNECTIONS``, one that a freeze caught mid-handshake would otherwise never
+    be freed, and would keep its transport (the socket's) with it."""
+    if http.transport is not None and http.transport.get_protocol() is not http:
+        http.parser = http.flow = http.transport = None
+
+
 class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol, keeping ~11 KB less per open connection (see the module)."""
 
@@ -266,7 +282,12 @@ class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = cast("asyncio.Event", _Writable())
 
     def connection_made(self, transport: BaseTransport) -> None:
-        """uvicorn's, with the listening address and the peer's host shared with the other connections."""
+        """uvicorn's, with the listening address and the peer's host shared with the other connections; and the HTTP
+        protocol that served the upgrade request let go of its parser once the upgrade is done (see
+        :func:`_release_upgrade_protocol`)."""
+        upgraded_from = getattr(transport, "get_protocol", lambda: None)()
+        if _HttpToolsProtocol is not None and isinstance(upgraded_from, _HttpToolsProtocol):
+            self.loop.call_soon(_release_upgrade_protocol, upgraded_from)
         super().connection_made(transport)
         self.server = _shared(self.server) if self.server is not None else None
         if self.client is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import uvicorn
 from django.conf import settings
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -411,6 +413,28 @@ async def test_an_open_connection_keeps_nothing_of_the_handshake():
             shared = {name for name in first if first[name] is second[name]}
             assert shared == set(first) - {b"sec-websocket-key"}  # the same pairs, one copy
             assert app.protocols[0].server is app.protocols[1].server
+
+
+@pytest.mark.parametrize("ws_class", [SignalRWebSocketProtocol, WebSocketsSansIOProtocol], ids=["lean", "stock"])
+async def test_the_upgrade_requests_http_protocol_is_freed_without_the_collector(ws_class):
+    """uvicorn's httptools protocol that served the upgrade is a cycle (its parser holds its callbacks): the lean
+    protocol breaks it, so it is freed at once, not by a collection (which GC_FREEZE_CONNECTIONS may never run on it:
+    one frozen mid-handshake would leak, with its socket's transport). uvicorn's own protocol leaves it to the GC."""
+    app = _App()
+    gc.collect()
+    gc.disable()
+    try:
+        async with _serving(app, ws_class) as (port, _server), connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            await asyncio.sleep(0.05)  # past the loop turn that lets it go
+            left = [obj for obj in gc.get_objects() if isinstance(obj, HttpToolsProtocol)]
+    finally:
+        gc.enable()
+    if ws_class is SignalRWebSocketProtocol:
+        assert left == []
+    else:
+        assert len(left) == 1 and left[0].parser is not None  # the cycle the lean protocol breaks
 
 
 # -- the receive queue and the writable flag, against asyncio's -------------------------------------------------------

@@ -25,7 +25,23 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-_state = {"opened": 0, "freezes": 0, "seen": 0}
+_state = {"opened": 0, "freezes": 0, "seen": 0, "warned": 0}
+
+
+def check_server(protocol: object, threshold: int | None) -> None:
+    """Warn once if ``GC_FREEZE_CONNECTIONS`` is on but the server's WebSocket ``protocol`` object is not known to free
+    a closed connection without the collector (only ``signalr_groups.server.uvicorn_ws``'s is: its class says so
+    with ``frees_closed_connections``). With another, the objects of connections that a freeze caught and that later
+    close may stay in cycles that no collection visits: a leak that grows with the connections served."""
+    if threshold is None or _state["warned"] or getattr(protocol, "frees_closed_connections", False):
+        return
+    _state["warned"] = 1
+    logger.warning(
+        "signalr_groups: GC_FREEZE_CONNECTIONS is set, but WebSockets are served by %s, which may keep a closed "
+        "connection's objects in reference cycles that frozen objects never leave. Run uvicorn with "
+        "--ws signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol, or unset GC_FREEZE_CONNECTIONS.",
+        type(protocol).__qualname__,
+    )
 
 
 def connection_opened() -> None:

@@ -24,10 +24,11 @@ from signalr_groups.auth.permissions import check_permissions
 from signalr_groups.backplane.claims import ClaimUnavailableError, claim_everywhere
 from signalr_groups.conf import HubSettings, get_hub_settings
 from signalr_groups.hubs.hub import Hub
+from signalr_groups.lifetime import gc_policy
 from signalr_groups.lifetime.managers import get_manager
 from signalr_groups.server import shutdown
 from signalr_groups.server.connection import ASGIReceive, ASGISend, HubConnection
-from signalr_groups.server.flow import FlowControl, flow_control_for
+from signalr_groups.server.flow import FlowControl, flow_control_for, unwrap_send
 from signalr_groups.server.socket_bridge import bridge_socket
 from signalr_groups.server.uvicorn_socket import uvicorn_flow_control
 
@@ -50,6 +51,7 @@ def query_param(scope: dict[str, Any], name: str) -> str | None:
 
 def _flow_control(receive: ASGIReceive, send: ASGISend) -> FlowControl:
     """What the connection needs of the server that accepted the socket (see :mod:`.flow`, :mod:`.uvicorn_socket`)."""
+    gc_policy.check_server(getattr(unwrap_send(send), "__self__", None), get_hub_settings().gc_freeze_connections)
     return uvicorn_flow_control(send) or flow_control_for(receive, send)
 
 

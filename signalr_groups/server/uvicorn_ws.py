@@ -276,6 +276,9 @@ class SignalRWebSocketProtocol(WebSocketsSansIOProtocol):
         "response", "scope",
     )  # fmt: skip
 
+    #: A closed connection's objects go by reference counting, none left in cycles (see ``GC_FREEZE_CONNECTIONS``).
+    frees_closed_connections: Final = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # (config, server_state, app_state, _loop=None)
         super().__init__(*args, **kwargs)
         self.queue = cast("asyncio.Queue[Any]", _Inbox())

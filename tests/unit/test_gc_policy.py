@@ -10,14 +10,15 @@ from django.test import override_settings
 
 from signalr_groups.conf import get_hub_settings
 from signalr_groups.lifetime import gc_policy
+from signalr_groups.server.uvicorn_ws import SignalRWebSocketProtocol
 
 
 @pytest.fixture(autouse=True)
 def _fresh_policy():
-    gc_policy._state.update(opened=0, freezes=0)
+    gc_policy._state.update(opened=0, freezes=0, warned=0)
     yield
     gc.unfreeze()  # (this test process must not keep what a test froze)
-    gc_policy._state.update(opened=0, freezes=0)
+    gc_policy._state.update(opened=0, freezes=0, warned=0)
 
 
 def test_off_by_default_never_freezes():
@@ -81,3 +82,18 @@ def test_the_setting_must_be_none_or_a_positive_integer(value):
 def test_the_setting_accepts_a_positive_integer():
     with override_settings(SIGNALR_GROUPS={"GC_FREEZE_CONNECTIONS": 1000}):
         assert get_hub_settings().gc_freeze_connections == 1000
+
+
+def test_a_server_not_known_to_free_closed_connections_gets_one_warning_when_freezing(caplog):
+    class StockProtocol:
+        pass
+
+    gc_policy.check_server(StockProtocol(), None)  # freezing off: nothing to say
+    gc_policy.check_server(SignalRWebSocketProtocol.__new__(SignalRWebSocketProtocol), 1000)  # the lean one
+    assert not caplog.records
+    gc_policy.check_server(StockProtocol(), 1000)
+    gc_policy.check_server(StockProtocol(), 1000)
+    warnings = [record for record in caplog.records if "GC_FREEZE_CONNECTIONS" in record.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert "StockProtocol" in warnings[0].getMessage()
+    assert "signalr_groups.server.uvicorn_ws:SignalRWebSocketProtocol" in warnings[0].getMessage()

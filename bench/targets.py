@@ -210,24 +210,16 @@ def _issue15_for(impl: str, scenarios: dict[str, Any], add: Callable[[str, float
             if baseline not in scenarios.get("groups", {}):
                 continue
             mine, theirs = hub.get(size), by_size[baseline].get(size)
-            net_ours, net_theirs = _net_cpu(mine), _net_cpu(theirs)
-            value = net_ours / net_theirs if net_ours and net_theirs else None
-            add(
-                f"{impl}: server CPU per delivery vs {baseline}, {size:,}-member group (groups)",
-                value,
-                value is not None and value <= bound,
-                f"<= {bound}x; {net_ours} vs {net_theirs} us per delivery net of each server's background CPU "
-                f"(one record per frame, same run)",
-            )
-            ours_total, theirs_total = _cpu(mine), _cpu(theirs)
-            total = ours_total / theirs_total if ours_total and theirs_total else None
-            add(
-                f"{impl}: the same, background included (information)",
-                total,
-                total is not None and total <= bound,
-                f"{ours_total} vs {theirs_total} us per delivery, with what the idle connections cost meanwhile "
-                f"(every server pings each connection every 15 s, and reads the clients' pings)",
-            )
+            for figure, name, detail in (
+                (_net_cpu, f"server CPU per delivery vs {baseline}, {size:,}-member group (groups)",
+                 f"<= {bound}x; net of each server's background CPU (one record per frame, same run)"),
+                (_cpu, "the same, background included (information)",
+                 "with what the idle connections cost meanwhile (every server pings each one every 15 s, and reads "
+                 "the clients' pings)"),
+            ):  # fmt: skip
+                ours, others = figure(mine), figure(theirs)
+                value = ours / others if ours and others else None
+                add(f"{impl}: {name}", value, value is not None and value <= bound, f"{ours} vs {others} us; {detail}")
     steady = scenarios.get("steady", {}).get(impl)
     if steady:
         lag = steady.get("loop_lag")

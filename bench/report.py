@@ -270,6 +270,30 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         lines.append(sep + ("---|" if key else ""))
         lines += rows
         if name == "groups":
+            lines += [
+                "",
+                "One record per frame (the 1,000- and 4,000-member steps: 15 s each, after 15 s without sends that "
+                "measure the background; see What is measured):",
+                "",
+            ]
+            lines += [
+                "| impl | members | server CPU µs/delivery | background (cores) | µs/delivery net of it |",
+                "|---|---|---|---|---|",
+            ]
+            for impl in runs[0]["scenarios"].get("groups", {}):
+                for size in (1000, 4000):
+                    per_frame = [
+                        s
+                        for run in runs
+                        for s in run["scenarios"]["groups"].get(impl, {}).get("steps", [])
+                        if s.get("group_size") == size and "server_cpu_us_per_delivery_net" in s
+                    ]
+                    if per_frame:
+                        lines.append(
+                            f"| {impl} | {size:,} | {_range([s['server_cpu_us_per_delivery'] for s in per_frame])} | "
+                            f"{_range([s['server_background_cores'] for s in per_frame], 3)} | "
+                            f"{_range([s['server_cpu_us_per_delivery_net'] for s in per_frame])} |"
+                        )
             lines += ["", "Max throughput on one 1,000-member group (offered 40 sends/s = 40,000 deliveries/s):", ""]
             lines += [
                 "| impl | delivered/s | delivery ratio | server CPU µs/delivery | client-bound |",

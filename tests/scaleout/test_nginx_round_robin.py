@@ -184,7 +184,8 @@ def _pubsub_channels(redis_url: str) -> int:
 def _pubsub_channel_names(redis_url: str) -> list[str]:
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        return sorted(name.decode(errors="replace") for name in client.pubsub_channels())
+        names = client.pubsub_channels()
+        return sorted(name.decode(errors="replace") if isinstance(name, bytes) else str(name) for name in names)
     finally:
         client.close()
 

@@ -433,6 +433,7 @@ async def test_the_upgrade_requests_http_protocol_is_freed_without_the_collector
         gc.enable()
     if ws_class is SignalRWebSocketProtocol:
         assert left == []
+        assert ws_class.frees_closed_connections is True  # what GC_FREEZE_CONNECTIONS's warning looks for
     else:
         assert len(left) == 1 and left[0].parser is not None  # the cycle the lean protocol breaks
 

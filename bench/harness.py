@@ -64,12 +64,12 @@ class Sizes:
 
 
 def full_sizes() -> Sizes:
-    """The full suite (< 10 minutes on 2 cores)."""
+    """The full suite (about 30 minutes on 2 cores)."""
     return Sizes()
 
 
 def quick_sizes() -> Sizes:
-    """CI smoke run: tiny sizes, low rates (delivery must be complete), < 60 s."""
+    """CI smoke run: tiny sizes, low rates (delivery must be complete), about 2.5 minutes."""
     return Sizes(
         step_seconds=0.3,
         warmup_seconds=0.05,

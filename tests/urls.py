@@ -25,4 +25,5 @@ urlpatterns = [
     path("test/logout", views.logout_view),
     path("test/account", views.account_action),
     path("test/grant", views.grant_action),
+    path("test/slow", views.slow_view),
 ]

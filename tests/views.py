@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from django.contrib.auth import get_user_model, logout
@@ -118,3 +119,14 @@ def grant_action(request: HttpRequest) -> HttpResponse:
     else:
         return JsonResponse({"error": "unknown action"}, status=400)
     return JsonResponse({"ok": True})
+
+
+#: How many times :func:`slow_view` has started (in-process tests that cancel a request mid-view).
+slow_view_calls: list[int] = []
+
+
+async def slow_view(request: HttpRequest) -> HttpResponse:
+    """An async view that takes a minute: a request still in flight when the server stops."""
+    slow_view_calls.append(1)
+    await asyncio.sleep(60)
+    return HttpResponse("late")

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -86,7 +87,35 @@ class HubHttpRouter:
                 if not await endpoint.serve_established(scope, receive, send):
                     await app(scope, receive, send)
                 return
-        await self.fallback(scope, receive, send)
+        await _call_cancellably(self.fallback, scope, receive, send)
+
+
+async def _call_cancellably(app: ASGIApp, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Call ``app``; if this call is cancelled, cancel the tasks ``app`` left waiting on ``receive``.
+
+    The server cancels a request's application when it shuts down (daphne: "Killed N pending
+    application instances"). Django's ``ASGIHandler`` then leaves its ``listen_for_disconnect``
+    task behind, which later receives ``http.disconnect``, raises ``RequestAborted`` and is logged
+    as "Task exception was never retrieved" with a traceback. Cancelling the tasks that wait on
+    this request's ``receive`` ends them quietly.
+    """
+    waiting: set[asyncio.Task[Any]] = set()
+
+    async def receiving() -> Any:
+        task = asyncio.current_task()
+        if task is not None:
+            waiting.add(task)
+        try:
+            return await receive()
+        finally:
+            waiting.discard(task)
+
+    try:
+        await app(scope, receiving, send)
+    except asyncio.CancelledError:
+        for task in list(waiting):
+            task.cancel()
+        raise
 
 
 def _origin(scope: dict[str, Any]) -> str | None:

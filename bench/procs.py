@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Final
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
@@ -39,9 +40,19 @@ IMPLS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The cores this process may use, as it started: the load generator pins itself to :data:`CLIENT_CORE`
+#: before it starts any server, and its affinity then no longer says whether the server's core exists.
+_HOST_CORES: Final = frozenset(os.sched_getaffinity(0))
+
+
 def pinning_available() -> bool:
-    """Two cores or more: server on core 0, load generator (and redis) on core 1."""
-    return len(os.sched_getaffinity(0)) >= 2 and {SERVER_CORE, CLIENT_CORE} <= os.sched_getaffinity(0)
+    """Two cores or more: server on core 0, load generator (and redis) on core 1.
+
+    Decided from the cores the process started with (:data:`_HOST_CORES`), not its affinity now: a
+    server started after the load generator pinned itself would otherwise inherit the load generator's
+    core and share it (every bench run before this fix did).
+    """
+    return len(_HOST_CORES) >= 2 and {SERVER_CORE, CLIENT_CORE} <= _HOST_CORES
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,6 +125,8 @@ class Process:
         try:
             if core is not None and pinning_available():
                 os.sched_setaffinity(self.pid, {core})
+                if os.sched_getaffinity(self.pid) != {core}:
+                    raise RuntimeError(f"{name}: could not pin the server to core {core}")
             self.port = self._wait_for_port(re.compile(pattern))
         except BaseException:
             self.stop()

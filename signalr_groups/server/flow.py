@@ -19,7 +19,11 @@ Under daphne this module supplies what is missing, through daphne's own Twisted 
   instead of a dropped TCP connection;
 - **direct writes**: a record for a socket that has room, with nothing queued before it, is written
   as a whole WebSocket frame (built once per send, see :mod:`.uvicorn_socket`) to the TCP
-  transport, as autobahn's ``sendPreparedMessage`` would, unless compression was negotiated;
+  transport, as autobahn's ``sendPreparedMessage`` would, unless compression was negotiated.
+  When Twisted's write buffer is empty (and the connection is plain TCP, not TLS), the frame is
+  sent on the socket at once and only what the socket does not take goes to Twisted's buffer:
+  Twisted would buffer all of it and send it on a later loop turn, registering and unregistering
+  the socket with the selector for every frame (two ``epoll_ctl`` calls per frame);
 - **closing**: after the Close message the connection lingers (up to :data:`CLOSE_LINGER`
   seconds) for the client to close first. autobahn gives the closing handshake one second and
   then drops the TCP connection; a client that had not read the Close message by then would
@@ -29,9 +33,10 @@ Reading daphne's queue and protocol uses two of daphne's internals (the ``receiv
 the queue's bound ``get``; ``send`` is a ``functools.partial`` of ``Server.handle_reply`` over
 the protocol, found under middleware through ``__wrapped__`` or, for Channels' session middleware,
 ``real_send``); :func:`missing_daphne_internals` names them if a daphne release changes them, and
-the connection then falls back to no flow control, as before. Everything else used is public
-Twisted (``IPushProducer``, ``pauseProducing``) and autobahn (``registerProducer``,
-``dropConnection``) API.
+the connection then falls back to no flow control, as before. The direct send reads Twisted's TCP
+transport's buffer attributes (:data:`_TCP_INTERNALS`); a transport without them is written through
+``transport.write()`` only. Everything else used is public Twisted (``IPushProducer``,
+``pauseProducing``) and autobahn (``registerProducer``, ``dropConnection``) API.
 """
 
 from __future__ import annotations
@@ -135,6 +140,31 @@ class _TwistedWriteProducer(FlowControl):
             await waiter
 
 
+#: The attributes of Twisted's TCP transport (``twisted.internet.tcp.Connection``) that a direct send reads.
+_TCP_INTERNALS: Final = ("socket", "dataBuffer", "offset", "_tempDataLen", "connected", "disconnecting", "TLS")
+
+
+def _idle_plain_tcp(transport: Any) -> bool:
+    """Whether ``transport`` is an open TCP connection without TLS whose write buffer is empty."""
+    return (
+        transport.TLS is False
+        and transport.connected
+        and not transport.disconnecting
+        and not getattr(transport, "_writeDisconnected", False)
+        and not transport._tempDataLen
+        and len(transport.dataBuffer) == transport.offset
+    )
+
+
+def _send_some(sock: Any, frame: bytes) -> bytes:
+    """Send what the socket takes of ``frame`` now; return the rest (all of it on any error: Twisted handles those)."""
+    try:
+        sent = sock.send(frame)
+    except OSError:  # would block, interrupted, or the connection is gone: Twisted's own write finds out
+        return frame
+    return frame[sent:] if sent < len(frame) else b""
+
+
 class DaphneFlowControl(_TwistedWriteProducer):
     """Flow control through daphne's Twisted transport (see the module docstring)."""
 
@@ -160,6 +190,8 @@ class DaphneFlowControl(_TwistedWriteProducer):
             self._transport.unregisterProducer()
         self._transport.registerProducer(self, True)
         self._registered = True
+        #: Whether the transport is one whose socket a frame may be sent on directly (see :func:`_idle_plain_tcp`).
+        self._socket_writes = all(hasattr(self._transport, name) for name in _TCP_INTERNALS)
 
     # --- FlowControl
 
@@ -178,8 +210,13 @@ class DaphneFlowControl(_TwistedWriteProducer):
         protocol = self._protocol
         if self._write_paused or protocol.state != protocol.STATE_OPEN or protocol.send_queue:
             return False
+        transport = self._transport
         try:
-            self._transport.write(frame)
+            if self._socket_writes and _idle_plain_tcp(transport):
+                frame = _send_some(transport.socket, frame)
+                if not frame:
+                    return True
+            transport.write(frame)  # the rest (or all of it) through Twisted's buffer, in order
         except Exception:  # the ASGI path reports it
             logger.debug("signalr_groups: a direct write failed", exc_info=True)
             return False

@@ -1,8 +1,11 @@
-"""Direct frame writes under uvicorn (``server/uvicorn_socket.py``) and the sliced fan-out, on real uvicorn processes.
+"""Direct frame writes under uvicorn (``server/uvicorn_socket.py``) and daphne (``server/flow.py``) and the sliced
+fan-out, on real server processes.
 
 Under uvicorn's websockets-sansio protocol a record for an idle socket is framed by us (once per send, shared by
 every member) and written straight to the transport; a socket that is not writable, or that negotiated
-permessage-deflate, takes the ASGI path instead. These tests check what clients see:
+permessage-deflate, takes the ASGI path instead. Under daphne the frame goes to the socket itself while Twisted's
+write buffer is empty, and what the socket does not take (a ~900 KB frame) to Twisted's buffer behind it. These
+tests check what clients see:
 
 - payloads at the WebSocket frame-length boundaries (7-bit, 16-bit and 64-bit lengths) and about 900 KB, with
   multi-byte UTF-8, reach every member intact, in JSON and MessagePack, for raw ``websockets`` clients and the
@@ -23,6 +26,8 @@ import functools
 import json
 import os
 import random
+import re
+import socket
 import struct
 import uuid
 import zlib
@@ -68,10 +73,11 @@ def _uvicorn(
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["uvicorn", "uvicorn-lean"])
+@pytest.fixture(scope="module", params=["uvicorn", "uvicorn-lean", "daphne"])
 def plain_server(request, django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
     """uvicorn as the README runs it (no permessage-deflate), with its own websockets-sansio protocol or the lean
-    subclass (``signalr_groups.server.uvicorn_ws``): every socket may take direct writes."""
+    subclass (``signalr_groups.server.uvicorn_ws``), and daphne (whose direct writes send on the socket while
+    Twisted's buffer is empty, the rest through it): every socket may take direct writes."""
     server = _uvicorn(tmp_path_factory.mktemp(request.param), server=request.param)
     yield server
     server.stop()
@@ -563,6 +569,43 @@ async def test_a_sliced_send_to_300_members_reaches_the_caller_before_its_comple
 # ---------------------------------------------------------------------- (d) a member that stops reading
 
 
+async def test_a_member_whose_socket_fills_gets_every_frame_intact_and_in_order(plain_server):
+    """A member's socket is not read (a small receive buffer, its reading paused) while its group gets 3.6 MB: more
+    than the server's socket takes (about 2.9 MB here), less than that plus the outbox bound. The server's direct
+    writes send what the socket takes and queue the rest behind it (under daphne the 72nd frame is split between
+    the socket and Twisted's buffer). Once the member reads again, every record arrives whole and in order."""
+    group, count = _group(), 90
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", plain_server.port))
+    sock.setblocking(False)
+    late = await Member.open(plain_server, sock=sock, compression=None)
+    sender = await Member.open(plain_server, compression=None)
+    try:
+        await late.join(group)
+        late.ws.transport.pause_reading()
+        messages = [f"{index}:{text_of(40_000, index)}" for index in range(count)]
+        for message in messages:
+            await sender.invoke("SendToGroup", group, message)
+        await sender.invoke("Echo", "done", invocation_id="end")
+        await sender.read_until(answered("end"))  # invocations run in order: every send above was made
+        await asyncio.sleep(0.2)
+        late.ws.transport.resume_reading()
+        records = await late.read_until(lambda records: len(_received(records)) >= count, timeout=60)
+        assert _received(records) == messages
+    finally:
+        await asyncio.gather(late.ws.close(), sender.ws.close(), return_exceptions=True)
+
+
+def _received(records: list[Record]) -> list[str]:
+    return [message["arguments"][1] for _size, message in records if message.get("target") == "Receive"]
+
+
+def _overflowed(server: ServerProcess) -> set[str]:
+    """The connections the server's log says its outbox bound closed (daphne's log has each warning twice)."""
+    return set(re.findall(r"connection (\S+) is not reading; its outbox passed", server.log()))
+
+
 async def test_a_member_that_stops_reading_is_closed_and_the_others_get_every_message(plain_server):
     """A sender floods a group (16 MB) with a stalled member in it: once the stalled socket stops taking writes its
     records queue (no direct write past a full socket), its outbox bound closes it, and the reading members get
@@ -573,7 +616,7 @@ async def test_a_member_that_stops_reading_is_closed_and_the_others_get_every_me
     """
     group = _group()
     count, size, window = 1000, 16_000, 30
-    overflows_before = plain_server.log().count("is not reading; its outbox passed")
+    overflows_before = _overflowed(plain_server)
     stalled = await asyncio.to_thread(_stalled_member, plain_server.port, group)
     readers = [await Member.open(plain_server, compression=None) for _ in range(2)]
     progress = asyncio.Condition()
@@ -620,8 +663,10 @@ async def test_a_member_that_stops_reading_is_closed_and_the_others_get_every_me
         for numbers in await asyncio.gather(*reading):
             assert numbers == [str(index) for index in range(count)], "a reading member missed or reordered a send"
         assert await asyncio.to_thread(_closed_by_server, stalled, 20), "the stalled member was not closed"
-        overflows = plain_server.log().count("is not reading; its outbox passed") - overflows_before
-        assert overflows == 1, f"{overflows} connections closed by their outbox bound (the stalled one only)"
+        overflows = _overflowed(plain_server) - overflows_before
+        assert len(overflows) == 1, (
+            f"{sorted(overflows)}: connections closed by their outbox bound (the stalled one only)"
+        )
     finally:
         stalled.close()
         await asyncio.gather(*(reader.ws.close() for reader in readers), return_exceptions=True)

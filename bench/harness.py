@@ -248,13 +248,13 @@ class Bench:
         self._lag_windows.append((result, started, finished))
         return result
 
-    async def fill_loop_lag(self) -> list[tuple[float, float]]:
+    async def fill_loop_lag(self) -> list[tuple[float, float, float]]:
         """Set each step's ``loop_lag`` from the servers' probes (bench/lagprobe.py), once they flushed past it.
 
         ``loop_lag``: ``max_ms`` (the worst lateness of the probe's 5 ms timer in the step, from the first send to
         the end of the drain; 0 when no wake-up was over 5 ms late), ``over_20ms`` and ``over_10ms`` (how many
         wake-ups were that late; one stall counts once). Only for servers with a probe (not the Node ones); over
-        all the servers of the step (scale-out). Returns every server's stall events (monotonic s, ms).
+        all the servers of the step (scale-out). Returns every server's stall events (monotonic s, ms, CPU ms).
         """
         pending, self._lag_windows = self._lag_windows, []
         files = [proc.lag_file for proc in self.procs if proc.lag_file is not None]

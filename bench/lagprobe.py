@@ -134,8 +134,8 @@ class LagProbe:
         now, cpu = time.monotonic(), time.thread_time()
         lag_ms = (now - self.due) * 1000
         self.ticks += 1
-        if lag_ms > THRESHOLD_MS:
-            self.events.append(f"{now:.6f} {lag_ms:.2f}\n")
+        if lag_ms > THRESHOLD_MS:  # with the loop thread's CPU since the last tick: work, or the thread not running
+            self.events.append(f"{now:.6f} {lag_ms:.2f} {(cpu - self.last_cpu) * 1000:.2f}\n")
         elif (
             self.mode == "cpu"
             and now - self.last_at >= INTERVAL
@@ -248,17 +248,21 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 # ---- the bench's side -------------------------------------------------------------------------------------------
 
 
-def read(path: Path) -> tuple[bool, float, list[tuple[float, float]]]:
-    """(probe running?, last heartbeat, [(monotonic s, lag ms)]) from a probe's file."""
+def read(path: Path) -> tuple[bool, float, list[tuple[float, float, float]]]:
+    """(probe running?, last heartbeat, [(monotonic s, lag ms, CPU ms)]) from a probe's file.
+
+    CPU ms: the loop thread's CPU time between the late wake-up and the one before it (about the lag plus
+    5 ms when the stall was work in the thread; much less when the thread was not running).
+    """
     lines = _whole_lines(path)
     heartbeat = 0.0
-    events: list[tuple[float, float]] = []
+    events: list[tuple[float, float, float]] = []
     for line in lines:
         if line.startswith("h "):
             heartbeat = float(line.split()[1])
         elif line and not line.startswith(("#", "g ")):
-            at, lag = line.split()
-            events.append((float(at), float(lag)))
+            at, lag, cpu = line.split()
+            events.append((float(at), float(lag), float(cpu)))
     return bool(lines) and lines[0].startswith("#"), heartbeat, events
 
 
@@ -278,9 +282,9 @@ def _whole_lines(path: Path) -> list[str]:
     return text[: text.rfind("\n") + 1].splitlines()  # a flush being written: whole lines only
 
 
-def summary(events: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
+def summary(events: list[tuple[float, float, float]], start: float, end: float) -> dict[str, Any]:
     """Loop lag in a window: worst lateness (0: no wake-up over 5 ms late) and the counts over 20 and 10 ms."""
-    lags = [lag for at, lag in events if start <= at <= end]
+    lags = [lag for at, lag, _cpu in events if start <= at <= end]
     return {
         "max_ms": round(max(lags, default=0.0), 1),
         "over_20ms": sum(1 for lag in lags if lag > 20),

@@ -377,7 +377,8 @@ async def steady(bench: Bench) -> dict[str, Any]:
         "group_size": size,
         "connects_per_s": round(rate_open),
         "loop_lag": step.get("loop_lag"),
-        "lag_events": [[round(at - started, 3), lag] for at, lag in events if started <= at <= ended],
+        # stalls over 5 ms: [seconds into the step, ms late, the loop thread's CPU ms since the wake-up before]
+        "lag_events": [[round(at - started, 3), lag, cpu] for at, lag, cpu in events if started <= at <= ended],
         # garbage collections over 5 ms in the step: [seconds into it, ms, generation]
         "gc_pauses": [[round(at - started, 3), ms, gen] for at, ms, gen in pauses if started <= at <= ended],
         "objects": objects,

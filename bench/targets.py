@@ -229,7 +229,8 @@ def _issue15_for(impl: str, scenarios: dict[str, Any], add: Callable[[str, float
             lag is not None and lag["max_ms"] <= 20,
             "<= 20 ms; "
             + (f"{lag['over_20ms']} stalls over 20 ms, {lag['over_10ms']} over 10 ms" if lag else "no probe")
-            + f" in {steady['steps'][0]['sends']} sends to {steady['group_size']:,} members",
+            + f" in {steady['steps'][0]['sends']} sends to {steady['group_size']:,} members"
+            + _stall_causes(steady.get("lag_events") or []),
         )
         objects = steady.get("objects")
         add(
@@ -293,3 +294,21 @@ def smoke_failures(scenarios: dict[str, Any], strict: bool) -> list[str]:
             if name == "idle" and not result.get("plateaus"):
                 problems.append(f"{name} {impl}: no plateau measured")
     return problems
+
+
+def _stall_causes(events: list[list[float]]) -> str:
+    """Which stalls were the loop thread's own work (CPU through at least half of it) and which were not.
+
+    A stall with little CPU is time the thread was not running: another task on the server's core (on this
+    VM, the kernel's ``kdamond`` thread, seen in the run queue's wait time), not the server's code.
+    """
+    timed = [(lag, cpu) for _at, lag, *rest in events for cpu in rest[:1]]
+    if not timed:
+        return ""
+    working = max((lag for lag, cpu in timed if cpu >= lag / 2), default=0.0)
+    idle = [lag for lag, cpu in timed if cpu < lag / 2 and lag > 10]
+    return (
+        f"; worst with the loop thread working through it: {f'{working} ms' if working else 'none over 5 ms'};"
+        f" {len(idle)} over 10 ms while the thread was mostly not running"
+        + (f" (worst {max(idle)} ms)" if idle else "")
+    )

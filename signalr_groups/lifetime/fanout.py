@@ -2,9 +2,8 @@
 
 A send to a 4,000-member group costs tens of milliseconds of writes; done in one go it would
 delay every other connection of the process (their pings, their invocations) by as much. Here a
-send delivers what fits in :data:`SLICE_SECONDS` at once (longer under a backlog, see
-:data:`BACKLOG_SLICES_MAX`); the rest waits in one first-in, first-out queue per hub, which a
-background task delivers a slice per event-loop turn. The
+send delivers what fits in :data:`SLICE_SECONDS` at once; the rest waits in one first-in,
+first-out queue per hub, which a background task delivers a slice per event-loop turn. The
 sender awaits its send's last slice (so ``await clients.group(...).send(...)`` still returns once
 every local member has it, and a hub method's completion cannot overtake it).
 
@@ -33,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest stretch of one fan-out in one event-loop turn (seconds).
 SLICE_SECONDS: Final = 0.004
-#: Under a backlog (sends arriving faster than their slices go out), a slice may grow to this many times
-#: :data:`SLICE_SECONDS`, one step per queued send: fewer, longer turns deliver more per second when the server
-#: is behind anyway (under daphne, 4 ms slices capped a 1,000-member broadcast at half its former rate).
-BACKLOG_SLICES_MAX: Final = 8
 #: Recipients between two looks at the clock.
 _CLOCK_EVERY: Final = 32
 
@@ -94,7 +89,7 @@ class FanOut:
     ) -> int:
         """Deliver from ``start`` until the slice's time is up; return where it stopped."""
         registry = self._registry
-        deadline = time.monotonic() + SLICE_SECONDS * max(1, min(len(self._queue), BACKLOG_SLICES_MAX))
+        deadline = time.monotonic() + SLICE_SECONDS
         end = len(recipients)
         position = start
         delivered = 0

@@ -171,7 +171,10 @@ class Process:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get(
+            "BENCH_KEEP_LOGS"
+        ):  # BENCH_KEEP_LOGS=1: keep /tmp/bench-<server>-*.log (with BENCH_GC_LOG)
+            self.log_path.unlink(missing_ok=True)
         if self.lag_file is not None:
             for suffix in ("", ".gc-request", ".gc-request.tmp", ".gc.json", ".gc.json.tmp"):
                 Path(str(self.lag_file) + suffix).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import gc
 from contextlib import suppress
 from typing import Any
 
+import django
 import pytest
 from django.core.asgi import get_asgi_application
 
@@ -79,6 +80,11 @@ async def test_a_cancelled_request_to_django_logs_no_task_error_through_the_rout
 
 @pytest.mark.django_db(transaction=True)
 async def test_django_alone_logs_the_task_error_that_the_router_prevents():
-    """The control: Django's handler called directly leaves the failed task behind."""
+    """The control: Django's handler called directly leaves the failed task behind.
+
+    Since Django 5.0, whose handler listens for the disconnect in a task of its own; Django 4.2 has no such
+    task and leaves nothing behind.
+    """
     logged = await _cancel_mid_view(get_asgi_application())
-    assert [str(context.get("message")) for context in logged] == ["Task exception was never retrieved"]
+    expected = ["Task exception was never retrieved"] if django.VERSION >= (5, 0) else []
+    assert [str(context.get("message")) for context in logged] == expected

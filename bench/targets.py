@@ -302,7 +302,7 @@ def _stall_causes(events: list[list[float]]) -> str:
     A stall with little CPU is time the thread was not running: another task on the server's core (on this
     VM, the kernel's ``kdamond`` thread, seen in the run queue's wait time), not the server's code.
     """
-    timed = [(lag, cpu) for _at, lag, *rest in events for cpu in rest[:1]]
+    timed = [(event[1], event[2]) for event in events if len(event) > 2]  # (runs before the CPU was recorded: none)
     if not timed:
         return ""
     working = max((lag for lag, cpu in timed if cpu >= lag / 2), default=0.0)

@@ -76,6 +76,8 @@ class LagProbe:
         now = time.monotonic()
         self.due = self.last_at = now + INTERVAL
         self.last_cpu = self.mark_cpu = time.thread_time()  # mark: the loop thread's CPU when the timer stopped
+        self.stall_cpu_from = self.last_cpu  # the thread's CPU where the lateness the next tick measures began
+        self.gc_cpu = self.gc_pause_cpu = 0.0  # ... at a collection's start; at the start of one over 5 ms
         self.mark_sleeps = 0
         self.in_gc = False
         self.gc_at = self.gc_pause_at = 0.0  # a collection's start; one over 5 ms, not yet counted
@@ -97,13 +99,13 @@ class LagProbe:
         try:
             now, cpu = time.monotonic(), time.thread_time()
             if self.in_gc:  # the handler runs as the collection's "stop" callback begins
-                self.due = self.gc_at
+                self.due, self.stall_cpu_from = self.gc_at, self.gc_cpu
             elif self.gc_pause_at and _sleeps() == self.gc_pause_sleeps:  # a long collection in this CPU burst
-                self.due = self.gc_pause_at
+                self.due, self.stall_cpu_from = self.gc_pause_at, self.gc_pause_cpu
             elif _sleeps() == self.mark_sleeps:  # no sleep since the timer stopped: all one CPU burst
-                self.due = now - (cpu - self.mark_cpu)
+                self.due, self.stall_cpu_from = now - (cpu - self.mark_cpu), self.mark_cpu
             else:
-                self.due = now
+                self.due, self.stall_cpu_from = now, cpu
             self.gc_pause_at = 0.0
             self.last_at, self.last_cpu = now, cpu
             self.loop.call_soon(self.tick)
@@ -118,7 +120,7 @@ class LagProbe:
         """
         now = time.monotonic()
         if phase == "start":
-            self.gc_at = now
+            self.gc_at, self.gc_cpu = now, time.thread_time()
             self.in_gc = not (self.armed or self.collecting)
             return
         pause_ms = (now - self.gc_at) * 1000
@@ -127,15 +129,15 @@ class LagProbe:
         if self.in_gc:
             self.in_gc = False
             if pause_ms > THRESHOLD_MS:
-                self.gc_pause_at, self.gc_pause_sleeps = self.gc_at, _sleeps()
+                self.gc_pause_at, self.gc_pause_sleeps, self.gc_pause_cpu = self.gc_at, _sleeps(), self.gc_cpu
 
     def tick(self) -> None:
         """Record this wake-up's lateness; then wait 5 ms more, or stop while the loop idles (``cpu`` mode)."""
         now, cpu = time.monotonic(), time.thread_time()
         lag_ms = (now - self.due) * 1000
         self.ticks += 1
-        if lag_ms > THRESHOLD_MS:  # with the loop thread's CPU since the last tick: work, or the thread not running
-            self.events.append(f"{now:.6f} {lag_ms:.2f} {(cpu - self.last_cpu) * 1000:.2f}\n")
+        if lag_ms > THRESHOLD_MS:  # with the loop thread's CPU through it: work, or the thread not running
+            self.events.append(f"{now:.6f} {lag_ms:.2f} {(cpu - self.stall_cpu_from) * 1000:.2f}\n")
         elif (
             self.mode == "cpu"
             and now - self.last_at >= INTERVAL
@@ -145,7 +147,7 @@ class LagProbe:
             self.armed = False
             return
         self.last_at, self.last_cpu = now, cpu
-        self.due = now + INTERVAL
+        self.due, self.stall_cpu_from = now + INTERVAL, cpu
         self.loop.call_later(INTERVAL, self.tick)
 
     def flush(self) -> None:
@@ -251,8 +253,9 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def read(path: Path) -> tuple[bool, float, list[tuple[float, float, float]]]:
     """(probe running?, last heartbeat, [(monotonic s, lag ms, CPU ms)]) from a probe's file.
 
-    CPU ms: the loop thread's CPU time between the late wake-up and the one before it (about the lag plus
-    5 ms when the stall was work in the thread; much less when the thread was not running).
+    CPU ms: the loop thread's CPU time from where the lateness began (the wake-up before, a collection's
+    start, or the start of the CPU burst that re-armed the stopped timer) to the late wake-up: about the lag
+    (plus up to 5 ms) when the stall was work in the thread, much less when the thread was not running.
     """
     lines = _whole_lines(path)
     heartbeat = 0.0
